@@ -1,0 +1,33 @@
+# make reproduce   create the environment and run the whole series (PROFILE=cpu by default)
+# make test        unit tests + nbval regression of the notebooks on the smoke profile
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PROFILE ?= cpu
+export LRP_DATA_DIR ?= $(CURDIR)/data
+
+.PHONY: reproduce test notebooks readme
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $@
+
+reproduce: $(VENV)/.installed
+	$(PY) -m helpers.run --profile $(PROFILE)
+	$(PY) -m helpers.report $(PROFILE)
+
+test: $(VENV)/.installed
+	tmp=$$(mktemp -d) && LRP_ARTIFACTS=$$tmp LRP_PROFILE=smoke TQDM_DISABLE=1 \
+	  $(PY) -m pytest tests notebooks --nbval --nbval-current-env -p no:cacheprovider; \
+	  status=$$?; rm -rf $$tmp; exit $$status
+
+# Re-execute notebooks/ on the smoke profile to refresh the outputs nbval compares against.
+notebooks: $(VENV)/.installed
+	tmp=$$(mktemp -d) && LRP_ARTIFACTS=$$tmp $(PY) -m helpers.run --store-smoke-outputs; \
+	  status=$$?; rm -rf $$tmp; exit $$status
+
+readme: $(VENV)/.installed
+	$(PY) -m helpers.report $(PROFILE)

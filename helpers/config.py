@@ -1,0 +1,147 @@
+"""Paths, profiles and seeds: the one place every notebook takes its settings from.
+
+Importing this module creates no folders and reads no data; functions do the work.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+FIGURES_ROOT = REPO_ROOT / "figures"
+
+PROFILE_ENV = "LRP_PROFILE"
+"""Environment variable naming the profile when a notebook's ``profile`` parameter is empty."""
+DATA_ENV = "LRP_DATA_DIR"
+"""Environment variable pointing at the folder that holds ``cifar-100-python/``."""
+ARTIFACTS_ENV = "LRP_ARTIFACTS"
+"""Environment variable overriding the artifacts root (default ``artifacts/`` in the repo)."""
+DEFAULT_PROFILE = "cpu"
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Every setting of one run of the series. Profiles differ only in these values."""
+
+    name: str
+    dataset: str = "cifar100"          # cifar100 | synthetic (generated, official format)
+    arch: str = "vgg16_bn"             # vgg16_bn (CIFAR VGG-16-BN) | vgg16 (torchvision)
+    width: float = 0.25                # channel multiplier of vgg16_bn
+    input_size: int = 32               # images are resized to this before the network
+    pretrained: bool = False           # ImageNet weights (vgg16 only; needs internet)
+    val_per_class: int = 50            # validation images held out per class
+    epochs: int = 15
+    batch_size: int = 128
+    lr: float = 0.1                    # peak learning rate
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.0
+    schedule: str = "onecycle"         # onecycle | cosine
+    eval_batch_size: int = 500
+    seed: int = 0
+    synthetic_train_per_class: int = 0  # synthetic dataset only
+    synthetic_test_per_class: int = 0
+
+    def __post_init__(self):
+        validate(self)
+
+    @property
+    def artifacts(self) -> Path:
+        """Folder holding every large output of this profile (gitignored)."""
+        return Path(os.environ.get(ARTIFACTS_ENV, REPO_ROOT / "artifacts")) / self.name
+
+    @property
+    def figures(self) -> Path:
+        """Folder holding this profile's committed figures and small tables."""
+        return FIGURES_ROOT / self.name
+
+
+_CHOICES = {
+    "dataset": ("cifar100", "synthetic"),
+    "arch": ("vgg16_bn", "vgg16"),
+    "schedule": ("onecycle", "cosine"),
+}
+_POSITIVE = ("width", "input_size", "epochs", "batch_size", "lr", "eval_batch_size")
+_NON_NEGATIVE = ("val_per_class", "momentum", "weight_decay", "label_smoothing", "seed",
+                 "synthetic_train_per_class", "synthetic_test_per_class")
+
+PROFILES: dict[str, dict] = {
+    # CI and nbval: a generated dataset in the official format, a narrow net, one epoch.
+    "smoke": dict(dataset="synthetic", width=0.125, epochs=5, batch_size=32, lr=0.1,
+                  val_per_class=2, synthetic_train_per_class=24, synthetic_test_per_class=4,
+                  eval_batch_size=200),
+    # The default: real CIFAR-100 on 2 CPU cores, VGG-16-BN at width 0.25.
+    "cpu": dict(),
+    # A GPU machine with internet: the original report's torchvision VGG-16 setup.
+    "paper": dict(arch="vgg16", pretrained=True, input_size=64, width=1.0, epochs=20,
+                  batch_size=64, lr=0.01, weight_decay=5e-4, schedule="cosine"),
+    # The usual from-scratch full-width VGG-16-BN CIFAR-100 recipe (GPU).
+    "paper_scratch": dict(width=1.0, epochs=200, batch_size=128, lr=0.1, schedule="cosine"),
+}
+
+
+def validate(p: Profile) -> None:
+    """Check types and ranges of every field; raise ``ValueError`` naming the bad one."""
+    for f in dataclasses.fields(p):
+        value = getattr(p, f.name)
+        expected = {"str": str, "int": int, "float": (int, float), "bool": bool}[f.type]
+        if not isinstance(value, expected) or (f.type != "bool" and isinstance(value, bool)):
+            raise ValueError(f"profile parameter {f.name!r} must be {f.type}, got {value!r}")
+    for name, choices in _CHOICES.items():
+        if getattr(p, name) not in choices:
+            raise ValueError(f"profile parameter {name!r} is {getattr(p, name)!r}; "
+                             f"valid values: {', '.join(choices)}")
+    for name in _POSITIVE:
+        if getattr(p, name) <= 0:
+            raise ValueError(f"profile parameter {name!r} must be > 0, got {getattr(p, name)!r}")
+    for name in _NON_NEGATIVE:
+        if getattr(p, name) < 0:
+            raise ValueError(f"profile parameter {name!r} must be >= 0, got {getattr(p, name)!r}")
+    if p.label_smoothing >= 1:
+        raise ValueError(f"profile parameter 'label_smoothing' must be < 1, got {p.label_smoothing}")
+    if p.dataset == "synthetic" and p.synthetic_train_per_class <= p.val_per_class:
+        raise ValueError("synthetic_train_per_class must exceed val_per_class "
+                         f"({p.synthetic_train_per_class} <= {p.val_per_class})")
+
+
+def get_profile(name: str | None = None, **overrides) -> Profile:
+    """The profile ``name`` (else ``$LRP_PROFILE``, else ``cpu``) with ``overrides`` applied.
+
+    Overrides whose value is ``None`` are ignored, so a notebook can pass its parameters
+    through unchanged and ``None`` means "the profile's default".
+    """
+    name = name or os.environ.get(PROFILE_ENV) or DEFAULT_PROFILE
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; valid profiles: {', '.join(PROFILES)}")
+    valid = {f.name for f in dataclasses.fields(Profile)} - {"name"}
+    unknown = sorted(set(overrides) - valid)
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {', '.join(unknown)}; "
+                         f"valid parameters: {', '.join(sorted(valid))}")
+    given = {k: v for k, v in overrides.items() if v is not None}
+    return Profile(name=name, **{**PROFILES[name], **given})
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch; return a torch generator seeded the same way."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def quiet() -> bool:
+    """Progress bars off: in CI, or with ``TQDM_DISABLE`` set (nbval, stored notebook outputs)."""
+    return bool(os.environ.get("CI") or os.environ.get("TQDM_DISABLE"))
+
+
+def device() -> torch.device:
+    """CUDA when present, else CPU: the same code path runs on both."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")

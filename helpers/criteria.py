@@ -1,0 +1,355 @@
+"""Pruning scores for every filter and every weight: LRP (zennit) and the classic criteria.
+
+All criteria return the same structure::
+
+    {"filter": {layer: (C_out,) tensor}, "weight": {layer: tensor shaped like its weight}}
+
+``filter`` covers every Conv2d and every hidden Linear (the final class layer is never
+pruned structurally); ``weight`` covers every Conv2d and Linear weight. Higher = keep.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+from zennit.attribution import Gradient
+from zennit.canonizers import SequentialMergeBatchNorm
+from zennit.composites import (EpsilonAlpha2Beta1, EpsilonGammaBox, SpecialFirstLayerMapComposite,
+                               layer_map_base)
+from zennit.core import BasicHook, Stabilizer
+from zennit.rules import ClampMod, Epsilon, Flat
+from zennit.types import Convolution, Linear
+
+from . import config
+from .data import MEAN, NUM_CLASSES, STD, Split, batches
+
+EPSILON = 1e-6  # the stabiliser zennit uses by default
+
+
+class ZPlusNonNegative(BasicHook):
+    """zennit's ``ZPlus`` rule for layers whose inputs are non-negative (after ReLU or
+    max-pooling): R_i = a_i w+_ij R_j / (sum_i a_i w+_ij + b+_j). zennit's ``ZPlus`` adds a
+    second branch for negative inputs, which is identically zero here; skipping it halves the
+    cost of the backward pass and changes no number (checked against ``EpsilonPlusFlat`` in
+    the tests)."""
+
+    def __init__(self, stabilizer=EPSILON):
+        stabilize = Stabilizer.ensure(stabilizer)
+        super().__init__(
+            input_modifiers=[lambda input: input.clamp(min=0)],
+            param_modifiers=[ClampMod(min=0.)],
+            output_modifiers=[lambda output: output],
+            gradient_mapper=lambda out_grad, outputs: [out_grad / stabilize(outputs[0])],
+            reducer=lambda inputs, gradients: inputs[0] * gradients[0])
+
+
+class EpsilonPlusFlatVGG(SpecialFirstLayerMapComposite):
+    """zennit's ``EpsilonPlusFlat`` (flat rule for the first layer, z+ for the other convs,
+    epsilon for dense layers) with z+ specialised to the non-negative inputs of a ReLU VGG."""
+
+    def __init__(self, epsilon=EPSILON, canonizers=None):
+        layer_map = layer_map_base(EPSILON) + [(Convolution, ZPlusNonNegative()),
+                                               (torch.nn.Linear, Epsilon(epsilon=epsilon))]
+        super().__init__(layer_map=layer_map, first_map=[(Linear, Flat())], canonizers=canonizers)
+
+
+COMPOSITES = {
+    # Yeom et al. 2021 for VGG: flat rule on the first layer, z+ on convs, epsilon on dense.
+    "epsilon_plus_flat": lambda low, high: EpsilonPlusFlatVGG(canonizers=[SequentialMergeBatchNorm()]),
+    "epsilon_gamma_box": lambda low, high: EpsilonGammaBox(low=low, high=high,
+                                                           canonizers=[SequentialMergeBatchNorm()]),
+    "epsilon_alpha2_beta1": lambda low, high: EpsilonAlpha2Beta1(canonizers=[SequentialMergeBatchNorm()]),
+}
+WEIGHT_RULES = ("epsilon", "zplus")
+
+
+class ScoreError(ValueError):
+    """Scores that cannot be computed for, or applied to, a model."""
+
+
+# ----------------------------------------------------------------------------- layers
+def filter_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """Layers whose output channels can be removed: every Conv2d and every hidden Linear."""
+    layers = {n: m for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    linears = [n for n, m in layers.items() if isinstance(m, nn.Linear)]
+    if linears:
+        del layers[linears[-1]]  # the class layer keeps all its outputs
+    return layers
+
+
+def weight_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """Layers whose individual weights can be removed: every Conv2d and Linear."""
+    return {n: m for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+
+
+def channel_outputs(model: nn.Module) -> dict[str, nn.Module]:
+    """For each filter layer, the module whose output is that layer's channels as the next
+    layer sees them: the BatchNorm right after a conv when there is one, else the layer."""
+    names = dict(model.named_modules())
+    out = {}
+    for name, module in filter_layers(model).items():
+        parent, _, idx = name.rpartition(".")
+        seq = names.get(parent)
+        nxt = seq[int(idx) + 1] if isinstance(seq, nn.Sequential) and idx.isdigit() \
+            and int(idx) + 1 < len(seq) else None
+        out[name] = nxt if isinstance(nxt, nn.BatchNorm2d) else module
+    return out
+
+
+@contextlib.contextmanager
+def no_inplace(model: nn.Module):
+    """Turn in-place ReLUs off while hooks read intermediate tensors; restore them after."""
+    flipped = [m for m in model.modules() if getattr(m, "inplace", False)]
+    for m in flipped:
+        m.inplace = False
+    try:
+        yield model
+    finally:
+        for m in flipped:
+            m.inplace = True
+
+
+@contextlib.contextmanager
+def output_hooks(modules: dict[str, nn.Module], on_output: Callable):
+    """Call ``on_output(name, module, input, output)`` on each module's forward pass."""
+    handles = [m.register_forward_hook(lambda mod, inp, out, n=n: on_output(n, mod, inp[0], out))
+               for n, m in modules.items()]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+# ----------------------------------------------------------------------------- LRP
+def _stabilize(z: torch.Tensor, eps: float = EPSILON) -> torch.Tensor:
+    return z + eps * (2 * (z >= 0).to(z.dtype) - 1)
+
+
+def weight_gradient(module: nn.Module, a: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """sum over images and positions of a[input] * s[output] for each weight: dz/dw^T s."""
+    if isinstance(module, nn.Linear):
+        return s.flatten(0, -2).T @ a.flatten(0, -2)
+    return torch.nn.grad.conv2d_weight(a, module.weight.shape, s, module.stride, module.padding,
+                                       module.dilation, module.groups)
+
+
+def weight_relevance(module: nn.Module, a: torch.Tensor, z: torch.Tensor, r: torch.Tensor,
+                     rule: str = "epsilon") -> torch.Tensor:
+    """LRP decomposition of a layer's output relevance onto its weights, summed over images.
+
+    epsilon: R_w = w * sum_{n,p} a_{n,p} R_{n,p} / (z_{n,p} + eps sign z)
+    zplus:   R_w = w+ * sum_{n,p} a+_{n,p} R_{n,p} / (z+_{n,p} + eps),  z+ = layer(a+, w+)
+    (Bach et al. 2015; Yeom et al. 2021, eq. for weight relevance). Shapes: a (N, C_in, ...),
+    z and r (N, C_out, ...); returns a tensor shaped like the weight.
+    """
+    w = module.weight.detach()
+    if rule == "epsilon":
+        return w * weight_gradient(module, a, r / _stabilize(z))
+    a, wp = a.clamp(min=0), w.clamp(min=0)
+    zp = F.linear(a, wp) if isinstance(module, nn.Linear) else F.conv2d(
+        a, wp, None, module.stride, module.padding, module.dilation, module.groups)
+    return wp * weight_gradient(module, a, r / (zp + EPSILON))
+
+
+def lrp(model: nn.Module, ref: Split, composite: str = "epsilon_plus_flat",
+        weight_rule: str = "epsilon", batch_size: int = 100, size: int = 32) -> dict:
+    """Filter and weight relevance, starting from the true-class logit of each image."""
+    if composite not in COMPOSITES:
+        raise ScoreError(f"unknown composite {composite!r}; valid: {', '.join(COMPOSITES)}")
+    if weight_rule not in WEIGHT_RULES:
+        raise ScoreError(f"unknown weight_rule {weight_rule!r}; valid: {', '.join(WEIGHT_RULES)}")
+    filt, wlayers = filter_layers(model), weight_layers(model)
+    scores = _zeros(model)
+
+    def record(name, module, a, z):
+        a, zd = a.detach(), z.detach()
+
+        def on_relevance(r):
+            if name in filt:
+                scores["filter"][name] += r.sum(dim=(0, *range(2, r.ndim))).double()
+            scores["weight"][name] += weight_relevance(module, a, zd, r, weight_rule).double()
+        z.register_hook(on_relevance)
+
+    with no_inplace(model), output_hooks(wlayers, record), \
+            Gradient(model, COMPOSITES[composite](*_input_box(size))) as attributor:
+        for x, y in _ref_batches(ref, batch_size, size, _dtype(model)):
+            attributor(x, lambda out: F.one_hot(y, out.shape[1]).to(out) * out)
+    return scores
+
+
+def lrp_heatmaps(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                 composite: str = "epsilon_plus_flat") -> torch.Tensor:
+    """Input relevance (N, H, W), summed over colour channels, for normalised images x."""
+    low, high = _input_box(x.shape[-1])
+    model.eval()
+    with no_inplace(model), Gradient(model, COMPOSITES[composite](low, high)) as attributor:
+        out, rel = attributor(x.clone(), lambda o: F.one_hot(y, o.shape[1]).to(o) * o)
+    return rel.sum(1).detach()
+
+
+def _input_box(size: int):
+    """Lowest and highest normalised pixel values, shape (1, 3, size, size) (for ZBox)."""
+    mean, std = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
+    return ((0 - mean) / std).expand(1, 3, size, size), ((1 - mean) / std).expand(1, 3, size, size)
+
+
+
+# ----------------------------------------------------------------------------- classic
+def weight_magnitude(model: nn.Module, ref: Split | None = None, **_) -> dict:
+    """|w| per weight; L1 norm per filter (Li et al. 2017; what the original report used)."""
+    weights = {n: m.weight.detach().abs().double() for n, m in weight_layers(model).items()}
+    return {"filter": {n: weights[n].flatten(1).sum(1) for n in filter_layers(model)},
+            "weight": weights}
+
+
+def gradient(model: nn.Module, ref: Split, batch_size: int = 100, size: int = 32, **_) -> dict:
+    """|dL/dw| accumulated over the reference data; per filter the L2 norm of its gradient."""
+    scores = _zeros(model)
+    layers = weight_layers(model)
+    for x, y in _ref_batches(ref, batch_size, size, _dtype(model)):
+        grads = _loss_gradients(model, x, y, layers)
+        for n, g in grads.items():
+            scores["weight"][n] += g.abs().double()
+    for n in filter_layers(model):
+        scores["filter"][n] = scores["weight"][n].flatten(1).norm(dim=1)
+    return scores
+
+
+def taylor(model: nn.Module, ref: Split, batch_size: int = 100, size: int = 32, **_) -> dict:
+    """First-order Taylor (Molchanov et al. 2017, 2019): |w dL/dw| per weight (per batch,
+    summed); per filter sum over images of |sum over positions of a dL/da| of its channel."""
+    scores = _zeros(model)
+    layers, outs = weight_layers(model), channel_outputs(model)
+    by_module = {id(m): n for n, m in outs.items()}
+
+    def record(_, module, __, a):
+        name, ad = by_module[id(module)], a.detach()
+
+        def on_gradient(g):
+            scores["filter"][name] += (ad * g).sum(dim=tuple(range(2, g.ndim))).abs().sum(0).double()
+        a.register_hook(on_gradient)
+
+    with no_inplace(model), output_hooks({n: m for n, m in outs.items()}, record):
+        for x, y in _ref_batches(ref, batch_size, size, _dtype(model)):
+            grads = _loss_gradients(model, x, y, layers)
+            for n, g in grads.items():
+                scores["weight"][n] += (layers[n].weight.detach() * g).abs().double()
+    return scores
+
+
+def random(model: nn.Module, ref: Split | None = None, seed: int = 0, **_) -> dict:
+    """Seeded uniform scores: the control."""
+    g = torch.Generator().manual_seed(seed)
+    return {"filter": {n: torch.rand(m.weight.shape[0], generator=g, dtype=torch.float64)
+                       for n, m in filter_layers(model).items()},
+            "weight": {n: torch.rand(m.weight.shape, generator=g, dtype=torch.float64)
+                       for n, m in weight_layers(model).items()}}
+
+
+def _loss_gradients(model, x, y, layers) -> dict[str, torch.Tensor]:
+    model.zero_grad(set_to_none=True)
+    F.cross_entropy(model(x), y, reduction="sum").backward()
+    return {n: m.weight.grad.detach() for n, m in layers.items()}
+
+
+def _dtype(model: nn.Module) -> torch.dtype:
+    return next(model.parameters()).dtype
+
+
+def _zeros(model: nn.Module) -> dict:
+    return {"filter": {n: torch.zeros(m.weight.shape[0], dtype=torch.float64)
+                       for n, m in filter_layers(model).items()},
+            "weight": {n: torch.zeros(m.weight.shape, dtype=torch.float64)
+                       for n, m in weight_layers(model).items()}}
+
+
+def _ref_batches(ref: Split, batch_size: int, size: int, dtype=torch.float32):
+    for x, y in tqdm(batches(ref, batch_size, size), total=-(-len(ref) // batch_size),
+                     leave=False, disable=config.quiet()):
+        yield x.to(dtype).requires_grad_(True), y
+
+
+# ----------------------------------------------------------------------------- interface
+CRITERIA = {"lrp": lrp, "weight": weight_magnitude, "gradient": gradient, "taylor": taylor,
+            "random": random}
+
+
+def compute_scores(model: nn.Module, ref: Split, criterion: str = "lrp", *,
+                   composite: str = "epsilon_plus_flat", weight_rule: str = "epsilon",
+                   absolute: bool = True, normalize: bool = True, seed: int = 0,
+                   batch_size: int = 100, size: int = 32) -> dict:
+    """Scores of ``criterion`` for every filter and weight of ``model`` on reference data ``ref``.
+
+    Parameters
+    ----------
+    ref : reference images (uint8, (N, 3, 32, 32)) and labels in 0..99.
+    absolute : rank filters and weights by |score|. Matters for LRP only (the other criteria
+        are non-negative): relevance can be negative (evidence against the true class, or a
+        negative true-class logit), and a strongly negative filter or weight shapes the
+        decision as much as a strongly positive one; a dead filter (relevance 0) ranks last.
+    normalize : divide each layer's filter scores by their sum of magnitudes, so each layer
+        sums to 1 (Yeom et al.) and layers can be ranked together.
+
+    Returns
+    -------
+    dict with ``filter``/``weight`` score dicts (float64) and metadata, as saved to disk.
+    """
+    if criterion not in CRITERIA:
+        raise ScoreError(f"unknown criterion {criterion!r}; valid: {', '.join(CRITERIA)}")
+    if not weight_layers(model):
+        raise ScoreError("the model has no Conv2d or Linear layer to score")
+    if len(ref) == 0 or ref.y.min() < 0 or ref.y.max() >= NUM_CLASSES:
+        raise ScoreError(f"reference labels must lie in 0..{NUM_CLASSES - 1} and the reference "
+                         f"set must not be empty (got {len(ref)} images)")
+    model.eval()
+    start = time.perf_counter()
+    kwargs = dict(batch_size=batch_size, size=size)
+    if criterion == "lrp":
+        kwargs.update(composite=composite, weight_rule=weight_rule)
+    scores = CRITERIA[criterion](model, ref, seed=seed, **kwargs) if criterion == "random" \
+        else CRITERIA[criterion](model, ref, **kwargs)
+    seconds = time.perf_counter() - start
+    model.zero_grad(set_to_none=True)
+    if absolute:
+        scores = {kind: {n: s.abs() for n, s in scores[kind].items()} for kind in ("filter", "weight")}
+    if normalize:
+        scores["filter"] = normalize_per_layer(scores["filter"])
+    _check_finite(scores)
+    return {"kind": "scores", "criterion": criterion,
+            "composite": composite if criterion == "lrp" else "",
+            "weight_rule": weight_rule if criterion == "lrp" else "",
+            "absolute": absolute, "normalize": normalize, "seed": seed,
+            "n_images": len(ref), "seconds": seconds, **scores}
+
+
+def normalize_per_layer(scores: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Each layer's scores divided by their sum of magnitudes (a zero layer stays zero)."""
+    return {n: s / s.abs().sum() if s.abs().sum() > 0 else s for n, s in scores.items()}
+
+
+def _check_finite(scores: dict) -> None:
+    for kind in ("filter", "weight"):
+        for n, s in scores[kind].items():
+            if not torch.isfinite(s).all():
+                raise ScoreError(f"{kind} scores of layer {n} contain NaN or inf")
+
+
+def check_scores(model: nn.Module, scores: dict, kind: str = "filter") -> None:
+    """Raise ``ScoreError`` unless ``scores[kind]`` has one entry per filter / weight of ``model``."""
+    layers = filter_layers(model) if kind == "filter" else weight_layers(model)
+    have = scores.get(kind, {})
+    if set(have) != set(layers):
+        raise ScoreError(f"the {scores.get('criterion', '?')} scores are for layers "
+                         f"{sorted(have)[:3]}..., not this model's {sorted(layers)[:3]}...: "
+                         "recompute them for this model")
+    for n, m in layers.items():
+        expected = (m.weight.shape[0],) if kind == "filter" else tuple(m.weight.shape)
+        if tuple(have[n].shape) != expected:
+            raise ScoreError(f"{kind} scores of layer {n} have shape {tuple(have[n].shape)}, but "
+                             f"the model's layer needs {expected}: they belong to another model")

@@ -1,0 +1,248 @@
+"""CIFAR-100 in its official ``cifar-100-python`` layout: reading, checking, splitting, batching.
+
+The pickles hold ``data`` (N, 3072) uint8 rows, channel-major, and ``fine_labels``;
+``meta`` holds ``fine_label_names``. Everything is kept as uint8 tensors in memory
+(150 MB for the training set) and augmented in whole batches.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import config
+
+FOLDER = "cifar-100-python"
+URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
+TGZ_MD5 = "eb9058c3a382ffc7106e4002c42a8d85"
+NUM_CLASSES = 100
+# Per-channel statistics of the official training set.
+MEAN = (0.5071, 0.4865, 0.4409)
+STD = (0.2673, 0.2564, 0.2762)
+
+
+class DataError(RuntimeError):
+    """The dataset folder is missing, unreachable or malformed."""
+
+
+@dataclass
+class Split:
+    """Images as uint8 (N, 3, 32, 32) and labels as int64 (N,)."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass
+class Data:
+    train: Split
+    val: Split
+    test: Split
+    classes: list[str]
+
+
+def data_root(data_dir: str | os.PathLike | None = None) -> Path:
+    """The folder that holds (or will hold) ``cifar-100-python/``.
+
+    Order: the argument, ``$LRP_DATA_DIR``, ``data/`` in the repository. Pointing at the
+    ``cifar-100-python`` folder itself works too.
+    """
+    root = Path(data_dir or os.environ.get(config.DATA_ENV) or config.REPO_ROOT / "data")
+    return root.parent if root.name == FOLDER else root
+
+
+def download(root: Path) -> None:
+    """Fetch and unpack the official archive (md5-verified) through torchvision."""
+    from torchvision.datasets.utils import download_and_extract_archive
+    try:
+        download_and_extract_archive(URL, str(root), md5=TGZ_MD5, remove_finished=True)
+    except Exception as err:  # offline, refused, corrupt archive, no space...
+        raise DataError(
+            f"CIFAR-100 is not in {root / FOLDER} and downloading it failed ({err}). "
+            f"Copy the official 'cifar-100-python' folder there, or point ${config.DATA_ENV} "
+            "(or the notebook's data_dir parameter) at the folder that contains it.") from err
+
+
+def _unpickle(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            obj = pickle.load(f, encoding="latin1")
+    except FileNotFoundError:
+        raise DataError(f"{path} is missing: the {FOLDER} folder needs 'train', 'test' "
+                        "and 'meta'") from None
+    except Exception as err:
+        raise DataError(f"{path} is not a readable CIFAR-100 pickle ({err})") from None
+    if not isinstance(obj, dict):
+        raise DataError(f"{path} holds a {type(obj).__name__}, expected a dict")
+    return obj
+
+
+def _read_part(path: Path) -> Split:
+    part = _unpickle(path)
+    missing = {"data", "fine_labels"} - set(part)
+    if missing:
+        raise DataError(f"{path} lacks the key(s) {sorted(missing)}; found {sorted(part)}")
+    x = np.asarray(part["data"])
+    y = np.asarray(part["fine_labels"])
+    if x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3 * 32 * 32:
+        raise DataError(f"{path}: 'data' must be uint8 of shape (N, 3072), "
+                        f"got {x.dtype} {x.shape}")
+    if y.shape != (len(x),):
+        raise DataError(f"{path}: {len(x)} images but 'fine_labels' has shape {y.shape}")
+    if len(y) and (y.min() < 0 or y.max() >= NUM_CLASSES):
+        raise DataError(f"{path}: labels must lie in 0..{NUM_CLASSES - 1}, "
+                        f"found {y.min()}..{y.max()}")
+    return Split(torch.from_numpy(x.reshape(-1, 3, 32, 32).copy()),
+                 torch.from_numpy(y.astype(np.int64)))
+
+
+def read_cifar100(folder: Path) -> tuple[Split, Split, list[str]]:
+    """Read and check the train split, test split and class names in ``folder``."""
+    train, test = _read_part(folder / "train"), _read_part(folder / "test")
+    meta = _unpickle(folder / "meta")
+    names = meta.get("fine_label_names")
+    if not isinstance(names, list) or len(names) != NUM_CLASSES:
+        raise DataError(f"{folder / 'meta'}: 'fine_label_names' must list {NUM_CLASSES} names")
+    return train, test, names
+
+
+def load_cifar100(data_dir=None, allow_download: bool = True):
+    """Train split, test split and class names; downloads into an empty data root."""
+    root = data_root(data_dir)
+    if not (root / FOLDER).is_dir():
+        if not allow_download:
+            raise DataError(f"no {FOLDER} folder in {root}; set ${config.DATA_ENV} to the "
+                            "folder that contains it")
+        download(root)
+    return read_cifar100(root / FOLDER)
+
+
+def write_synthetic_cifar100(folder: Path, train_per_class: int, test_per_class: int,
+                             seed: int = 0) -> Path:
+    """Write a small learnable dataset in the official format into ``folder/cifar-100-python``.
+
+    Each class has a smooth random colour pattern (4x4 upsampled to 32x32); images are that
+    pattern plus noise, so a small network can learn it within an epoch.
+    """
+    g = torch.Generator().manual_seed(seed)
+    colour = torch.rand(NUM_CLASSES, 3, 1, 1, generator=g)
+    pattern = F.interpolate(torch.rand(NUM_CLASSES, 3, 4, 4, generator=g), size=32,
+                            mode="bilinear", align_corners=False)
+    protos = 0.5 * colour + 0.5 * pattern
+    out = Path(folder) / FOLDER
+    out.mkdir(parents=True, exist_ok=True)
+    for part, n in (("train", train_per_class), ("test", test_per_class)):
+        y = torch.arange(NUM_CLASSES).repeat_interleave(n)
+        noise = torch.rand(len(y), 3, 32, 32, generator=g)
+        x = (255 * (0.8 * protos[y] + 0.2 * noise)).round().to(torch.uint8)
+        obj = {"data": x.reshape(len(y), -1).numpy(), "fine_labels": y.tolist(),
+               "coarse_labels": (y // 5).tolist(), "batch_label": f"synthetic {part}"}
+        _pickle_atomic(obj, out / part)
+    names = [f"class_{i:02d}" for i in range(NUM_CLASSES)]
+    _pickle_atomic({"fine_label_names": names,
+                    "coarse_label_names": [f"super_{i:02d}" for i in range(20)]}, out / "meta")
+    return out
+
+
+def _pickle_atomic(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        pickle.dump(obj, f, protocol=4)
+    os.replace(tmp, path)
+
+
+def _sample_per_class(y: torch.Tensor, per_class: int, seed: int, keep_one: bool) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    picked = []
+    for c in torch.unique(y):
+        idx = torch.nonzero(y == c).flatten()
+        if len(idx) < per_class + keep_one:
+            raise DataError(f"class {int(c)} has {len(idx)} images; cannot take {per_class}"
+                            + (" and keep one" if keep_one else ""))
+        picked.append(idx[torch.randperm(len(idx), generator=g)[:per_class]])
+    return torch.sort(torch.cat(picked)).values
+
+
+def stratified_split(y: torch.Tensor, per_class: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices (keep, held_out): ``per_class`` images of every class held out, seeded."""
+    held = _sample_per_class(y, per_class, seed, keep_one=True)
+    mask = torch.ones(len(y), dtype=torch.bool)
+    mask[held] = False
+    return torch.nonzero(mask).flatten(), held
+
+
+def load_data(profile: config.Profile, data_dir=None) -> Data:
+    """The profile's train / validation / test splits and class names."""
+    if profile.dataset == "synthetic":
+        folder = profile.artifacts / "data"
+        if not (folder / FOLDER / "meta").exists():
+            write_synthetic_cifar100(folder, profile.synthetic_train_per_class,
+                                     profile.synthetic_test_per_class, profile.seed)
+        train, test, names = read_cifar100(folder / FOLDER)
+    else:
+        train, test, names = load_cifar100(data_dir)
+    keep, held = stratified_split(train.y, profile.val_per_class, profile.seed)
+    return Data(Split(train.x[keep], train.y[keep]), Split(train.x[held], train.y[held]),
+                test, names)
+
+
+def class_balanced_sample(split: Split, per_class: int, seed: int) -> Split:
+    """A seeded sample of ``per_class`` images of every class (reference data for scores)."""
+    idx = _sample_per_class(split.y, per_class, seed, keep_one=False)
+    return Split(split.x[idx], split.y[idx])
+
+
+def augment(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """Random crop with ``pad``-pixel zero padding and horizontal flip, for a whole batch.
+
+    x : uint8 or float (B, C, H, W). One gather replaces B per-image PIL calls.
+    """
+    b, c, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad))
+    oy = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
+    ox = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
+    rows = (oy[:, None] + torch.arange(h))[:, None, :, None]
+    cols = (ox[:, None] + torch.arange(w))[:, None, None, :]
+    out = padded[torch.arange(b)[:, None, None, None], torch.arange(c)[None, :, None, None],
+                 rows, cols]
+    flip = torch.rand(b, generator=generator) < 0.5
+    return torch.where(flip[:, None, None, None], out.flip(3), out)
+
+
+def normalize(x: torch.Tensor, size: int = 32) -> torch.Tensor:
+    """uint8 (B, 3, 32, 32) -> float32 normalised by the official train statistics."""
+    x = x.float().div_(255)
+    mean = torch.tensor(MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(STD).view(1, 3, 1, 1)
+    x = (x - mean) / std
+    if size != x.shape[-1]:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    return x
+
+
+def denormalize(x: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`normalize` (at the network's input size), clipped to [0, 1]."""
+    mean = torch.tensor(MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(STD, device=x.device).view(1, 3, 1, 1)
+    return (x * std + mean).clamp(0, 1)
+
+
+def batches(split: Split, batch_size: int, size: int = 32, shuffle: bool = False,
+            generator: torch.Generator | None = None, train_augment: bool = False):
+    """Yield normalised float batches ``(x, y)``; shuffling and augmentation use ``generator``."""
+    n = len(split)
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    for start in range(0, n, batch_size):
+        idx = order[start:start + batch_size]
+        x = split.x[idx]
+        if train_augment:
+            x = augment(x, generator)
+        yield normalize(x, size), split.y[idx]

@@ -1,0 +1,66 @@
+"""Size, parameters, FLOPs and latency of a model, measured rather than estimated."""
+from __future__ import annotations
+
+import io
+import time
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+MB = 1e6          # decimal megabyte: sizes are reported in MB (10^6 bytes)
+MIB = 2 ** 20     # and in MiB (2^20 bytes) beside them
+
+
+def parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def nonzero_parameters(model: nn.Module) -> int:
+    return sum(int(torch.count_nonzero(p)) for p in model.parameters())
+
+
+def state_dict_bytes(state: dict) -> int:
+    """Bytes that ``torch.save(state)`` writes: the model's size on disk."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return buf.getbuffer().nbytes
+
+
+def size_on_disk(model: nn.Module) -> dict:
+    """Serialized size of the state dict, in bytes, MB and MiB."""
+    n = state_dict_bytes(model.state_dict())
+    return {"bytes": n, "MB": n / MB, "MiB": n / MIB}
+
+
+def flops(model: nn.Module, input_size: int = 32) -> int:
+    """FLOPs of one forward pass on one image, counted by ``torch.utils.flop_counter``.
+
+    The counter reports 2 FLOPs per multiply-accumulate (convolutions and matmuls).
+    """
+    model = model.eval()
+    device = next(model.parameters()).device
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, 3, input_size, input_size, device=device))
+    return int(counter.get_total_flops())
+
+
+@torch.no_grad()
+def latency(model: nn.Module, batch: int, input_size: int = 32, threads: int = 2,
+            repeats: int = 10, warmup: int = 2) -> float:
+    """Median CPU wall time (seconds) of one forward pass on ``batch`` images."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        model = model.eval().cpu()
+        x = torch.randn(batch, 3, input_size, input_size)
+        for _ in range(warmup):
+            model(x)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            model(x)
+            times.append(time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(old)
+    return sorted(times)[len(times) // 2]

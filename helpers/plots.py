@@ -1,0 +1,122 @@
+"""Figures in one style, saved under ``figures/<profile>/`` as PNG (and SVG for print)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+import torch
+
+from .checkpoint import atomic_write
+
+sns.set_theme(context="notebook", style="whitegrid")
+
+
+def save(fig, folder: Path, name: str) -> Path:
+    """Write ``fig`` as ``name.png`` and ``name.svg`` (no timestamps in either)."""
+    folder = Path(folder)
+    for ext in ("png", "svg"):
+        atomic_write(folder / f"{name}.{ext}",
+                     lambda tmp, ext=ext: fig.savefig(tmp, format=ext, dpi=120,
+                                                       bbox_inches="tight",
+                                                       metadata={"Date": None} if ext == "svg" else None))
+    return folder / f"{name}.png"
+
+
+def image_grid(x: torch.Tensor, titles: list[str], ncols: int = 8, cmap=None, size: float = 1.6):
+    """Show images (N, 3, H, W) in [0, 1], or (N, H, W) heatmaps with ``cmap``, titled."""
+    nrows = (len(x) + ncols - 1) // ncols
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * 1.15 * nrows),
+                             squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, img, title in zip(axes.flat, x, titles):
+        if img.ndim == 3:
+            ax.imshow(img.permute(1, 2, 0).numpy())
+        else:
+            lim = float(img.abs().max()) or 1.0
+            ax.imshow(img.numpy(), cmap=cmap, vmin=-lim, vmax=lim)
+        ax.set_title(title, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def sample_images(x: torch.Tensor, y: torch.Tensor, classes: list[str], n: int = 24):
+    """The first ``n`` uint8 images (N, 3, 32, 32) titled with their class names."""
+    return image_grid(x[:n].float() / 255, [classes[int(c)] for c in y[:n]])
+
+
+def training_curves(history: pd.DataFrame, title: str = ""):
+    """Loss and accuracy per epoch, train against validation."""
+    long = history.melt(id_vars="epoch", value_vars=["train_loss", "val_loss", "train_acc", "val_acc"])
+    long["metric"] = long["variable"].str.split("_").str[1].map({"loss": "loss", "acc": "accuracy (%)"})
+    long["split"] = long["variable"].str.split("_").str[0]
+    g = sns.relplot(data=long, x="epoch", y="value", hue="split", col="metric", kind="line",
+                    marker="o", facet_kws={"sharey": False}, height=3.2, aspect=1.3)
+    g.set_titles("{col_name}")
+    if title:
+        g.figure.suptitle(title, y=1.03)
+    return g.figure
+
+
+def score_distributions(table: pd.DataFrame):
+    """Layer-normalised filter scores per layer, one panel per criterion (log scale)."""
+    t = table[table["score"] > 0]
+    g = sns.catplot(data=t, x="layer", y="score", col="criterion", kind="box", col_wrap=3,
+                    height=2.8, aspect=1.5, fliersize=1, sharey=False)
+    g.set(yscale="log")
+    for ax in g.axes.flat:
+        ax.tick_params(axis="x", rotation=90, labelsize=7)
+    g.set_titles("{col_name}")
+    return g.figure
+
+
+def correlation_heatmap(corr: pd.DataFrame, title: str = ""):
+    fig, ax = plt.subplots(figsize=(5, 4))
+    sns.heatmap(corr, annot=True, fmt=".2f", cmap="vlag", vmin=-1, vmax=1, ax=ax, square=True)
+    ax.set_title(title)
+    ax.set_xlabel("")
+    ax.set_ylabel("")
+    return fig
+
+
+def relevance_heatmaps(images: torch.Tensor, relevance: torch.Tensor, titles: list[str], ncols: int = 8):
+    """Images (N, 3, H, W) in [0, 1] above their LRP heatmaps (N, H, W), red = for the class."""
+    n = len(images)
+    rows = (n + ncols - 1) // ncols
+    fig, axes = plt.subplots(2 * rows, ncols, figsize=(1.6 * ncols, 3.4 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i in range(n):
+        r, c = 2 * (i // ncols), i % ncols
+        axes[r, c].imshow(images[i].permute(1, 2, 0).numpy())
+        axes[r, c].set_title(titles[i], fontsize=7)
+        lim = float(relevance[i].abs().max()) or 1.0
+        axes[r + 1, c].imshow(relevance[i].numpy(), cmap="bwr", vmin=-lim, vmax=lim)
+    fig.tight_layout()
+    return fig
+
+
+def accuracy_curves(df: pd.DataFrame, x: str, y: str = "val_acc", hue: str = "criterion",
+                    xlabel: str = "", title: str = "", baseline: float | None = None):
+    """One line per ``hue`` value: accuracy against a compression axis."""
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    sns.lineplot(data=df, x=x, y=y, hue=hue, style=hue, markers=True, dashes=False, ax=ax)
+    if baseline is not None:
+        ax.axhline(baseline, color="grey", ls=":", lw=1, label="baseline")
+    ax.set_xlabel(xlabel or x)
+    ax.set_ylabel("validation accuracy (%)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def per_layer(df: pd.DataFrame, y: str, ylabel: str, title: str = ""):
+    """One line per criterion across layers (layers in network order)."""
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    sns.pointplot(data=df, x="layer", y=y, hue="criterion", ax=ax, markersize=4, linewidth=1.2)
+    ax.tick_params(axis="x", rotation=90, labelsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    return fig

@@ -1,0 +1,194 @@
+"""Turning scores into smaller networks.
+
+* Unstructured: ``torch.nn.utils.prune.global_unstructured`` ranked by per-weight scores,
+  then made permanent; sparse storage (bitmask + kept values) measures the real saving.
+* Structured: filters removed physically through Torch-Pruning's dependency graph and
+  pruner, with :class:`ScoreImportance` handing it our precomputed per-filter scores.
+  Allocations decide how many filters each layer keeps: the original report's (per-layer
+  sparsity of an unstructured pass, minus a margin), uniform, or global.
+"""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+import torch_pruning as tp
+from torch import nn
+from torch.nn.utils import prune
+
+from .criteria import ScoreError, check_scores, filter_layers, normalize_per_layer, weight_layers
+
+
+class PruningError(ValueError):
+    """A sparsity, ratio or allocation that cannot be applied."""
+
+
+def _check_fraction(name: str, value: float) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < 1:
+        raise PruningError(f"{name} must be a number in [0, 1), got {value!r}")
+
+
+# ----------------------------------------------------------------------------- unstructured
+def unstructured_prune(model: nn.Module, scores: dict, sparsity: float) -> nn.Module:
+    """Zero the ``round(sparsity * N)`` lowest-scored of all N conv and linear weights, ranked
+    globally across layers, and make it permanent. Returns a pruned copy."""
+    _check_fraction("sparsity", sparsity)
+    model = copy.deepcopy(model)
+    check_scores(model, scores, "weight")
+    layers = weight_layers(model)
+    total = sum(m.weight.numel() for m in layers.values())
+    params = [(m, "weight") for m in layers.values()]
+    importance = {(m, "weight"): scores["weight"][n].to(m.weight.dtype) for n, m in layers.items()}
+    prune.global_unstructured(params, pruning_method=prune.L1Unstructured,
+                              importance_scores=importance, amount=round(sparsity * total))
+    for m, name in params:
+        prune.remove(m, name)
+    return model
+
+
+def sparsity_profile(model: nn.Module) -> dict[str, float]:
+    """Fraction of zero weights in every conv and linear layer."""
+    return {n: 1 - int(torch.count_nonzero(m.weight)) / m.weight.numel()
+            for n, m in weight_layers(model).items()}
+
+
+def global_sparsity(model: nn.Module) -> float:
+    layers = weight_layers(model).values()
+    zeros = sum(m.weight.numel() - int(torch.count_nonzero(m.weight)) for m in layers)
+    return zeros / sum(m.weight.numel() for m in layers)
+
+
+def sparse_state(model: nn.Module) -> dict:
+    """State dict with every conv/linear weight stored as a bitmask plus its nonzero values."""
+    state = model.state_dict()
+    for n in weight_layers(model):
+        w = state.pop(f"{n}.weight")
+        mask = (w != 0).flatten().numpy()
+        state[f"{n}.weight.mask"] = torch.from_numpy(np.packbits(mask))
+        state[f"{n}.weight.values"] = w.flatten()[torch.from_numpy(mask)]
+        state[f"{n}.weight.shape"] = torch.tensor(w.shape)
+    return state
+
+
+def dense_state(sparse: dict) -> dict:
+    """Inverse of :func:`sparse_state`."""
+    state = {k: v for k, v in sparse.items() if not k.endswith((".mask", ".values", ".shape"))}
+    for key in [k for k in sparse if k.endswith(".weight.mask")]:
+        base = key[: -len(".mask")]
+        shape = tuple(sparse[f"{base}.shape"].tolist())
+        n = int(np.prod(shape))
+        mask = torch.from_numpy(np.unpackbits(sparse[key].numpy())[:n].astype(bool))
+        w = torch.zeros(n, dtype=sparse[f"{base}.values"].dtype)
+        w[mask] = sparse[f"{base}.values"]
+        state[base] = w.view(shape)
+    return state
+
+
+# ----------------------------------------------------------------------------- allocations
+def report_allocation(model: nn.Module, weight_scores: dict, sparsity: float,
+                      margin: float = 0.01) -> dict[str, float]:
+    """The original report's: prune weights globally to ``sparsity`` with ``weight_scores``,
+    read each filter layer's sparsity, subtract ``margin``; those are the filter ratios."""
+    _check_fraction("margin", margin)
+    profile = sparsity_profile(unstructured_prune(model, weight_scores, sparsity))
+    return {n: min(max(profile[n] - margin, 0.0), 0.99) for n in filter_layers(model)}
+
+
+def uniform_allocation(model: nn.Module, ratio: float) -> dict[str, float]:
+    """The same filter ratio in every layer."""
+    _check_fraction("ratio", ratio)
+    return {n: ratio for n in filter_layers(model)}
+
+
+def keep_counts(model: nn.Module, ratios: dict[str, float]) -> dict[str, int]:
+    """Filters kept per layer for per-layer removal ratios (at least one per layer)."""
+    layers = filter_layers(model)
+    unknown = sorted(set(ratios) - set(layers))
+    if unknown:
+        raise PruningError(f"ratios given for unknown layers {unknown}; filter layers: {sorted(layers)}")
+    counts = {}
+    for n, m in layers.items():
+        r = ratios.get(n, 0.0)
+        _check_fraction(f"filter ratio of layer {n}", r)
+        counts[n] = max(1, round(m.weight.shape[0] * (1 - r)))
+    return counts
+
+
+def global_counts(model: nn.Module, filter_scores: dict, ratio: float) -> dict[str, int]:
+    """One ranking of all filters on layer-normalised scores; the lowest ``ratio`` removed
+    (each layer keeps at least one filter)."""
+    _check_fraction("ratio", ratio)
+    check_scores(model, {"filter": filter_scores}, "filter")
+    normed = normalize_per_layer(filter_scores)
+    names = list(normed)
+    flat = torch.cat([normed[n] for n in names])
+    owner = torch.cat([torch.full((len(normed[n]),), i) for i, n in enumerate(names)])
+    order = torch.argsort(flat, descending=True, stable=True)
+    n_keep = len(flat) - round(ratio * len(flat))
+    kept = torch.bincount(owner[order[:n_keep]], minlength=len(names))
+    return {n: max(1, int(kept[i])) for i, n in enumerate(names)}
+
+
+# ----------------------------------------------------------------------------- structured
+class ScoreImportance(tp.importance.Importance):
+    """A Torch-Pruning importance that returns precomputed per-filter scores of a group's root
+    layer (the layer whose output channels the group removes)."""
+
+    def __init__(self, model: nn.Module, filter_scores: dict[str, torch.Tensor]):
+        self.names = {m: n for n, m in model.named_modules()}
+        self.scores = filter_scores
+
+    def __call__(self, group) -> torch.Tensor:
+        root = group[0].dep.target.module
+        idxs = torch.as_tensor(group[0].idxs)
+        return self.scores[self.names[root]][idxs].float()
+
+
+def prune_filters(model: nn.Module, filter_scores: dict, counts: dict[str, int],
+                  input_size: int = 32) -> nn.Module:
+    """A copy of ``model`` whose filter layers keep exactly ``counts[layer]`` filters, the
+    highest-scored ones; the following layers' inputs (BatchNorm, next conv, the flattened
+    classifier input) shrink with them. The class layer's outputs are never touched."""
+    model = copy.deepcopy(model).eval()
+    check_scores(model, {"filter": filter_scores}, "filter")
+    layers = filter_layers(model)
+    ratios = {}
+    for n, m in layers.items():
+        c, k = m.weight.shape[0], counts.get(n, m.weight.shape[0])
+        if not isinstance(k, int) or not 1 <= k <= c:
+            raise PruningError(f"layer {n} has {c} filters; cannot keep {k!r} (keep 1..{c})")
+        # Torch-Pruning keeps int(c * (1 - ratio)) channels: aim half a channel above k
+        ratios[m] = 1 - (k + 0.5) / c
+    last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+    pruner = tp.pruner.BasePruner(
+        model, torch.zeros(1, 3, input_size, input_size), importance=ScoreImportance(model, filter_scores),
+        pruning_ratio=0.0, pruning_ratio_dict=ratios, ignored_layers=[last])
+    pruner.step()
+    got = {n: m.weight.shape[0] for n, m in layers.items()}
+    wanted = {n: counts.get(n, m) for n, m in got.items()}
+    if got != wanted:
+        raise PruningError(f"Torch-Pruning kept {got}, expected {wanted}")
+    return model
+
+
+def kept_filters(model: nn.Module) -> dict[str, int]:
+    return {n: m.weight.shape[0] for n, m in filter_layers(model).items()}
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, batches_iter, n_batches: int = 20) -> nn.Module:
+    """Re-estimate BatchNorm running statistics on ``n_batches`` training batches (no
+    gradient steps): cheap, and it recovers much of the accuracy lost to filter removal."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return model
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches seen
+    model.train()
+    for i, (x, _) in enumerate(batches_iter):
+        if i >= n_batches:
+            break
+        model(x)
+    return model.eval()

@@ -1,0 +1,147 @@
+"""Training and evaluation: SGD with Nesterov momentum, one-cycle or cosine schedule,
+per-epoch history, atomic per-epoch checkpoints and exact resumption."""
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import checkpoint, config
+from .data import Data, Split, batches
+
+
+def _autocast(dev: torch.device):
+    return torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda")
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, split: Split, batch_size: int = 500, size: int = 32) -> dict:
+    """Top-1 accuracy (%) and mean cross-entropy of ``model`` on ``split``."""
+    dev = config.device()
+    model.eval().to(dev)
+    correct, loss, n = 0, 0.0, 0
+    for x, y in batches(split, batch_size, size):
+        x, y = x.to(dev), y.to(dev)
+        with _autocast(dev):
+            out = model(x)
+        loss += F.cross_entropy(out.float(), y, reduction="sum").item()
+        correct += (out.argmax(1) == y).sum().item()
+        n += len(y)
+    return {"acc": 100.0 * correct / n, "loss": loss / n}
+
+
+def make_optimizer(model: nn.Module, p: config.Profile, steps: int):
+    """SGD (Nesterov) and its schedule over ``steps`` optimizer steps."""
+    opt = torch.optim.SGD(model.parameters(), lr=p.lr, momentum=p.momentum,
+                          weight_decay=p.weight_decay, nesterov=p.momentum > 0)
+    if p.schedule == "onecycle":
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=p.lr, total_steps=steps)
+    else:
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+    return opt, sched
+
+
+def train_epoch(model, split: Split, opt, sched, p: config.Profile, generator, desc="") -> dict:
+    """One pass over ``split`` with augmentation; returns mean loss, accuracy and images/s."""
+    dev = config.device()
+    model.train().to(dev)
+    loss_sum, correct, n, start = 0.0, 0, 0, time.perf_counter()
+    steps = (len(split) + p.batch_size - 1) // p.batch_size
+    it = batches(split, p.batch_size, p.input_size, shuffle=True, generator=generator,
+                 train_augment=True)
+    for x, y in tqdm(it, total=steps, desc=desc, leave=False, mininterval=2, disable=config.quiet()):
+        x, y = x.to(dev), y.to(dev)
+        with _autocast(dev):
+            out = model(x)
+            loss = F.cross_entropy(out.float(), y, label_smoothing=p.label_smoothing)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        loss_sum += loss.item() * len(y)
+        correct += (out.argmax(1) == y).sum().item()
+        n += len(y)
+    seconds = time.perf_counter() - start
+    return {"train_loss": loss_sum / n, "train_acc": 100.0 * correct / n,
+            "epoch_s": seconds, "img_per_s": n / seconds}
+
+
+def _run_config(p: config.Profile, spec: dict, epochs: int) -> dict:
+    """What must match for a saved training state to be resumed."""
+    keys = ("batch_size", "lr", "momentum", "weight_decay", "label_smoothing", "schedule",
+            "seed", "input_size", "dataset", "val_per_class")
+    return {"spec": spec, "epochs": epochs, **{k: getattr(p, k) for k in keys}}
+
+
+def fit(model: nn.Module, data: Data, p: config.Profile, state_path: Path, spec: dict,
+        epochs: int | None = None, stop_after: int | None = None) -> pd.DataFrame:
+    """Train ``model`` for ``epochs`` (default ``p.epochs``), resuming from ``state_path``.
+
+    After every epoch the model, optimizer, schedule, history and best-on-validation weights
+    are written atomically to ``state_path``; a re-run continues where it stopped and ends
+    with the same weights as an uninterrupted run. ``stop_after`` ends the call after that
+    many epochs (to simulate an interruption). At the end ``model`` holds the weights of the
+    epoch with the best validation accuracy. Returns the per-epoch history.
+    """
+    epochs = p.epochs if epochs is None else epochs
+    steps = epochs * ((len(data.train) + p.batch_size - 1) // p.batch_size)
+    model.to(config.device())
+    opt, sched = make_optimizer(model, p, steps)
+    run = _run_config(p, spec, epochs)
+    state = _resume(state_path, run, model, opt, sched)
+    history, best = state["history"], state["best"]
+    for epoch in range(len(history), epochs):
+        if stop_after is not None and epoch >= stop_after:
+            break
+        g = torch.Generator().manual_seed(p.seed * 100_003 + epoch)
+        row = {"epoch": epoch + 1, **train_epoch(model, data.train, opt, sched, p, g,
+                                                  f"epoch {epoch + 1}/{epochs}")}
+        val = evaluate(model, data.val, p.eval_batch_size, p.input_size)
+        row.update(val_loss=val["loss"], val_acc=val["acc"], lr=sched.get_last_lr()[0])
+        history.append(row)
+        if best is None or row["val_acc"] > best["val_acc"]:
+            best = {"epoch": row["epoch"], "val_acc": row["val_acc"],
+                    "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+        checkpoint.save({"kind": "train_state", "run": run, "history": history, "best": best,
+                         "model": model.state_dict(), "optimizer": opt.state_dict(),
+                         "scheduler": sched.state_dict()}, state_path)
+    if best is not None and len(history) == epochs:
+        model.load_state_dict(best["model"])
+    return pd.DataFrame(history)
+
+
+def _resume(path: Path, run: dict, model, opt, sched) -> dict:
+    if not Path(path).exists():
+        return {"history": [], "best": None}
+    state = checkpoint.load(path, kind="train_state")
+    if state["run"] != run:
+        changed = sorted(k for k in run if state["run"].get(k) != run[k])
+        raise checkpoint.CheckpointError(
+            f"{path} belongs to a run with different settings ({', '.join(changed)}); "
+            "delete it to start over, or restore those settings to resume")
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    return state
+
+
+def save_model(model: nn.Module, spec: dict, path: Path, p: config.Profile, **info) -> Path:
+    """A self-describing model file: spec, weights, the profile that made it, and ``info``."""
+    return checkpoint.save({"kind": "model", "spec": spec, "model": model.state_dict(),
+                            "profile": dataclasses.asdict(p), **info}, path)
+
+
+def load_model(path: Path, hint: str = "") -> tuple[nn.Module, dict]:
+    """Rebuild a model saved by :func:`save_model`; returns ``(model, file contents)``."""
+    from .models import ModelError, model_from_state
+    obj = checkpoint.load(path, kind="model", hint=hint)
+    try:
+        return model_from_state(obj["spec"], obj["model"]), obj
+    except ModelError as err:
+        raise checkpoint.CheckpointError(f"{path}: {err}") from None

@@ -1,0 +1,51 @@
+import pytest
+
+from helpers import config
+
+
+def test_profiles_build_and_default_is_cpu(monkeypatch):
+    monkeypatch.delenv(config.PROFILE_ENV, raising=False)
+    assert config.get_profile().name == "cpu"
+    for name in config.PROFILES:
+        assert config.get_profile(name).name == name
+
+
+def test_env_profile_is_honoured(monkeypatch):
+    monkeypatch.setenv(config.PROFILE_ENV, "smoke")
+    assert config.get_profile("").name == "smoke"
+    assert config.get_profile("cpu").name == "cpu"  # an explicit name wins
+
+
+def test_none_override_keeps_default_and_value_overrides():
+    assert config.get_profile("cpu", epochs=None).epochs == 15
+    assert config.get_profile("cpu", epochs=3).epochs == 3
+
+
+def test_unknown_profile_lists_valid_ones():
+    with pytest.raises(ValueError, match="valid profiles: smoke, cpu, paper"):
+        config.get_profile("gpu")
+
+
+def test_unknown_parameter_lists_valid_ones():
+    with pytest.raises(ValueError, match="unknown parameter.*epoch.*valid parameters:.*epochs"):
+        config.get_profile("cpu", epoch=3)
+
+
+@pytest.mark.parametrize("override, message", [
+    (dict(epochs=0), "'epochs' must be > 0"),
+    (dict(epochs=2.5), "'epochs' must be int"),
+    (dict(lr="fast"), "'lr' must be float"),
+    (dict(schedule="step"), "valid values: onecycle, cosine"),
+    (dict(label_smoothing=1.0), "label_smoothing"),
+    (dict(pretrained=1), "'pretrained' must be bool"),
+])
+def test_bad_values_are_named(override, message):
+    with pytest.raises(ValueError, match=message):
+        config.get_profile("cpu", **override)
+
+
+def test_import_creates_no_folders(tmp_path, monkeypatch):
+    monkeypatch.setenv(config.ARTIFACTS_ENV, str(tmp_path / "a"))
+    p = config.get_profile("smoke")
+    assert p.artifacts == tmp_path / "a" / "smoke"
+    assert not (tmp_path / "a").exists()

@@ -1,0 +1,134 @@
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import data
+
+from conftest import staged_cifar
+
+
+def test_reader_shapes_dtypes_labels(tiny_cifar):
+    train, test, names = data.read_cifar100(tiny_cifar)
+    assert train.x.shape == (600, 3, 32, 32) and train.x.dtype == torch.uint8
+    assert test.x.shape == (200, 3, 32, 32) and test.y.dtype == torch.int64
+    assert torch.equal(torch.bincount(train.y), torch.full((100,), 6))
+    assert len(names) == 100
+
+
+def test_reader_matches_the_official_row_layout(tiny_cifar):
+    """Rows are channel-major: 1024 red, then 1024 green, then 1024 blue values."""
+    with open(tiny_cifar / "train", "rb") as f:
+        raw = pickle.load(f, encoding="latin1")["data"]
+    train, _, _ = data.read_cifar100(tiny_cifar)
+    assert np.array_equal(train.x[5, 1].numpy().ravel(), raw[5, 1024:2048])
+
+
+def test_normalize_uses_official_statistics():
+    x = torch.full((1, 3, 32, 32), 255, dtype=torch.uint8)
+    out = data.normalize(x)
+    expected = (1 - torch.tensor(data.MEAN)) / torch.tensor(data.STD)
+    assert torch.allclose(out[0, :, 0, 0], expected)
+    assert data.normalize(x, size=64).shape == (1, 3, 64, 64)
+    assert torch.allclose(data.denormalize(out), torch.ones_like(out))
+
+
+def _corrupt(folder, part, **changes):
+    with open(folder / part, "rb") as f:
+        obj = pickle.load(f, encoding="latin1")
+    obj.update(changes)
+    for k, v in list(obj.items()):
+        if v is None:
+            del obj[k]
+    with open(folder / part, "wb") as f:
+        pickle.dump(obj, f)
+
+
+@pytest.mark.parametrize("part, changes, message", [
+    ("train", dict(fine_labels=None), r"lacks the key\(s\) \['fine_labels'\]"),
+    ("train", dict(data=np.zeros((600, 1024), np.uint8)), r"shape \(N, 3072\)"),
+    ("test", dict(fine_labels=[100] * 200), r"labels must lie in 0..99"),
+    ("test", dict(fine_labels=[0] * 3), r"200 images but 'fine_labels'"),
+    ("meta", dict(fine_label_names=["a"]), "must list 100 names"),
+])
+def test_malformed_folder_gives_clear_error(tiny_cifar, part, changes, message):
+    _corrupt(tiny_cifar, part, **changes)
+    with pytest.raises(data.DataError, match=message):
+        data.read_cifar100(tiny_cifar)
+
+
+def test_unreadable_and_missing_files(tiny_cifar):
+    (tiny_cifar / "test").write_bytes(b"not a pickle")
+    with pytest.raises(data.DataError, match="not a readable CIFAR-100 pickle"):
+        data.read_cifar100(tiny_cifar)
+    (tiny_cifar / "test").unlink()
+    with pytest.raises(data.DataError, match="test is missing"):
+        data.read_cifar100(tiny_cifar)
+
+
+def test_failed_download_names_folder_and_fix(tmp_path, monkeypatch):
+    import torchvision.datasets.utils as tvu
+
+    def offline(*args, **kwargs):
+        raise OSError("network is unreachable")
+    monkeypatch.setattr(tvu, "download_and_extract_archive", offline)
+    with pytest.raises(data.DataError, match=f"{tmp_path}.*network is unreachable.*LRP_DATA_DIR"):
+        data.load_cifar100(tmp_path)
+
+
+def test_data_root_order(tmp_path, monkeypatch):
+    monkeypatch.setenv("LRP_DATA_DIR", str(tmp_path / "env"))
+    assert data.data_root() == tmp_path / "env"
+    assert data.data_root(tmp_path / "arg") == tmp_path / "arg"
+    assert data.data_root(tmp_path / "x" / "cifar-100-python") == tmp_path / "x"
+    monkeypatch.delenv("LRP_DATA_DIR")
+    assert data.data_root().name == "data"
+
+
+def test_stratified_split_is_balanced_disjoint_and_seeded():
+    y = torch.arange(100).repeat(10)
+    keep, held = data.stratified_split(y, 3, seed=0)
+    assert torch.equal(torch.bincount(y[held]), torch.full((100,), 3))
+    assert len(set(keep.tolist()) | set(held.tolist())) == len(y) and len(keep) + len(held) == len(y)
+    assert torch.equal(held, data.stratified_split(y, 3, seed=0)[1])
+    assert not torch.equal(held, data.stratified_split(y, 3, seed=1)[1])
+
+
+def test_augment_matches_per_image_crop_and_flip():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 255, (16, 3, 32, 32), dtype=torch.uint8)
+    out = data.augment(x, torch.Generator().manual_seed(3))
+    # reference: the same random draws, one image at a time
+    g = torch.Generator().manual_seed(3)
+    oy, ox = torch.randint(0, 9, (16,), generator=g), torch.randint(0, 9, (16,), generator=g)
+    flip = torch.rand(16, generator=g) < 0.5
+    padded = torch.nn.functional.pad(x, (4, 4, 4, 4))
+    for i in range(16):
+        crop = padded[i, :, oy[i]:oy[i] + 32, ox[i]:ox[i] + 32]
+        assert torch.equal(out[i], crop.flip(2) if flip[i] else crop)
+
+
+def test_class_balanced_sample(tiny_cifar):
+    train, _, _ = data.read_cifar100(tiny_cifar)
+    ref = data.class_balanced_sample(train, 2, seed=0)
+    assert torch.equal(torch.bincount(ref.y), torch.full((100,), 2))
+    with pytest.raises(data.DataError, match="cannot take 7"):
+        data.class_balanced_sample(train, 7, seed=0)
+
+
+def test_smoke_profile_generates_its_data(smoke):
+    d = data.load_data(smoke)
+    assert (len(d.train), len(d.val), len(d.test)) == (2200, 200, 400)
+    assert (smoke.artifacts / "data" / "cifar-100-python" / "meta").exists()
+
+
+@pytest.mark.skipif(staged_cifar() is None, reason="LRP_DATA_DIR does not point at CIFAR-100")
+def test_staged_real_cifar100():
+    train, test, names = data.read_cifar100(staged_cifar())
+    assert len(train) == 50_000 and len(test) == 10_000
+    assert torch.equal(torch.bincount(train.y), torch.full((100,), 500))
+    assert torch.equal(torch.bincount(test.y), torch.full((100,), 100))
+    mean = train.x.float().div(255).mean(dim=(0, 2, 3))
+    assert torch.allclose(mean, torch.tensor([0.5071, 0.4865, 0.4409]), atol=5e-4)
+    assert names[0] == "apple"

@@ -1,0 +1,172 @@
+import pytest
+import torch
+from torch import nn
+
+from helpers import criteria, data, measure, models, pruning, training
+from helpers.data import Split
+
+
+def _ref(n=100):
+    g = torch.Generator().manual_seed(0)
+    return Split(torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8), torch.arange(n) % 100)
+
+
+def _vgg(width=0.0625):
+    torch.manual_seed(0)
+    return models.build_model(models.vgg16_bn_spec(width)).eval()
+
+
+def _same(a, b, x):
+    torch.testing.assert_close(a.eval()(x), b.eval()(x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def model_and_scores():
+    model = _vgg()
+    return model, criteria.compute_scores(model, _ref(), "weight")
+
+
+@pytest.mark.parametrize("sparsity", [0.0, 0.3, 0.8, 0.95])
+def test_unstructured_sparsity_is_exact(model_and_scores, sparsity):
+    model, s = model_and_scores
+    pruned = pruning.unstructured_prune(model, s, sparsity)
+    n = sum(m.weight.numel() for m in criteria.weight_layers(model).values())
+    zeros = round(pruning.global_sparsity(pruned) * n)
+    assert zeros == round(sparsity * n)
+    assert not any(hasattr(m, "weight_mask") for m in pruned.modules())  # made permanent
+    assert pruning.global_sparsity(model) == 0  # the original is untouched
+
+
+def test_unstructured_removes_the_lowest_scores(model_and_scores):
+    model, s = model_and_scores
+    pruned = pruning.unstructured_prune(model, s, 0.5)
+    layers = criteria.weight_layers(pruned)
+    all_scores = torch.cat([s["weight"][n].flatten() for n in layers])
+    kept = torch.cat([(m.weight != 0).flatten() for m in layers.values()])
+    assert all_scores[kept].min() >= all_scores[~kept].max()
+
+
+def test_sparse_storage_round_trip_and_size(model_and_scores):
+    model, s = model_and_scores
+    pruned = pruning.unstructured_prune(model, s, 0.8)
+    sparse = pruning.sparse_state(pruned)
+    restored = pruning.dense_state(sparse)
+    assert all(torch.equal(restored[k], v) for k, v in pruned.state_dict().items())
+    assert measure.state_dict_bytes(sparse) < 0.4 * measure.state_dict_bytes(pruned.state_dict())
+
+
+def test_pruning_nothing_leaves_outputs_identical(model_and_scores):
+    model, s = model_and_scores
+    x = torch.randn(4, 3, 32, 32)
+    same = pruning.prune_filters(model, s["filter"], pruning.kept_filters(model))
+    assert torch.equal(same(x), model(x))
+    assert torch.equal(pruning.unstructured_prune(model, s, 0.0)(x), model(x))
+
+
+@pytest.mark.parametrize("criterion", ["weight", "lrp"])
+def test_planted_dead_filters_are_exactly_the_ones_removed(criterion):
+    model = _vgg(0.125)
+    dead = {"features.3": [0, 5], "features.24": [1, 2, 7], "classifier.0": [3]}
+    modules = dict(model.named_modules())
+    for m in modules.values():  # every other unit fires, so only the planted ones score 0
+        if isinstance(m, nn.BatchNorm2d):
+            m.bias.data.fill_(1.0)
+    x = data.normalize(_ref().x)  # standardised channels: BN(conv) ~ N(1, gamma^2)
+    pruning.recalibrate_batchnorm(model, [(x, None)], n_batches=1)
+    with torch.no_grad():  # hidden units centred on +1 over the reference data
+        h = model.avgpool(model.features(x)).flatten(1)
+        modules["classifier.0"].bias.data += 1 - modules["classifier.0"](h).mean(0)
+    for name, idx in dead.items():
+        m = modules[name]
+        m.weight.data[idx] = 0
+        m.bias.data[idx] = 0
+        if name.startswith("features"):  # the BatchNorm after it outputs zero too
+            bn = modules[f"features.{int(name.split('.')[1]) + 1}"]
+            bn.weight.data[idx] = 0
+            bn.bias.data[idx] = 0
+    s = criteria.compute_scores(model, _ref(), criterion)
+    counts = {n: modules[n].weight.shape[0] - len(dead.get(n, [])) for n in s["filter"]}
+    pruned = pruning.prune_filters(model, s["filter"], counts)
+    assert pruning.kept_filters(pruned) == counts
+    for name, idx in dead.items():  # the survivors are exactly the live filters
+        live = [i for i in range(modules[name].weight.shape[0]) if i not in idx]
+        torch.testing.assert_close(dict(pruned.named_modules())[name].weight, modules[name].weight[live])
+    _same(model, pruned, torch.randn(4, 3, 32, 32))
+
+
+def test_requested_counts_are_achieved_exactly(model_and_scores):
+    model, s = model_and_scores
+    counts = {n: max(1, m.weight.shape[0] // (i % 3 + 2)) for i, (n, m) in enumerate(criteria.filter_layers(model).items())}
+    pruned = pruning.prune_filters(model, s["filter"], counts)
+    assert pruning.kept_filters(pruned) == counts
+    assert pruned(torch.randn(2, 3, 32, 32)).shape == (2, 100)
+    assert measure.parameters(pruned) < measure.parameters(model)
+
+
+def test_allocations(model_and_scores):
+    model, s = model_and_scores
+    uniform = pruning.keep_counts(model, pruning.uniform_allocation(model, 0.5))
+    assert all(k == round(m.weight.shape[0] / 2) for k, m in
+               zip(uniform.values(), criteria.filter_layers(model).values()))
+    glob = pruning.global_counts(model, s["filter"], 0.5)
+    total = sum(pruning.kept_filters(model).values())
+    assert abs(sum(glob.values()) - total / 2) <= len(glob)  # at-least-one clamp only
+    ratios = pruning.report_allocation(model, s, 0.8, margin=0.01)
+    prof = pruning.sparsity_profile(pruning.unstructured_prune(model, s, 0.8))
+    assert all(ratios[n] == pytest.approx(min(max(prof[n] - 0.01, 0), 0.99)) for n in ratios)
+
+
+def test_reload_from_spec_gives_identical_outputs(model_and_scores, tmp_path, smoke):
+    model, s = model_and_scores
+    pruned = pruning.prune_filters(model, s["filter"], pruning.global_counts(model, s["filter"], 0.6))
+    spec = models.spec_of(pruned, "vgg16_bn")
+    training.save_model(pruned, spec, tmp_path / "p.pt", smoke)
+    again, obj = training.load_model(tmp_path / "p.pt")  # no Torch-Pruning, no pickled modules
+    assert obj["spec"]["cfg"] != models.vgg16_bn_spec(0.0625)["cfg"]
+    x = torch.randn(3, 3, 32, 32)
+    assert torch.equal(pruned(x), again.eval()(x))
+
+
+def test_torchvision_vgg16_report_pipeline():
+    torch.manual_seed(0)
+    spec = {**models.vgg16_spec(), "cfg": [8, 8, "M", 16, 16, "M", 16, 16, 16, "M", 32, 32, 32, "M", 32, 32, 32, "M"],
+            "hidden": [64, 64]}
+    model = models.build_model(spec).eval()
+    s = criteria.compute_scores(model, _ref(4), "weight", size=64)
+    counts = pruning.keep_counts(model, pruning.report_allocation(model, s, 0.8))
+    pruned = pruning.prune_filters(model, s["filter"], counts, input_size=64)
+    assert pruning.kept_filters(pruned) == counts
+    assert pruned(torch.randn(2, 3, 64, 64)).shape == (2, 100)
+    assert pruned.classifier[0].in_features == counts["features.28"] * 49  # 7x7 pooled flatten
+
+
+def test_batchnorm_recalibration_changes_only_statistics(model_and_scores):
+    model, s = model_and_scores
+    pruned = pruning.prune_filters(model, s["filter"], pruning.global_counts(model, s["filter"], 0.5))
+    before = {k: v.clone() for k, v in pruned.state_dict().items()}
+    it = ((torch.randn(8, 3, 32, 32), None) for _ in range(3))
+    pruning.recalibrate_batchnorm(pruned, it, n_batches=3)
+    after = pruned.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.endswith(("running_mean", "running_var", "num_batches_tracked")) for k in changed)
+    assert not pruned.training
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5, "0.5"])
+def test_bad_fractions_are_named(model_and_scores, bad):
+    model, s = model_and_scores
+    with pytest.raises(pruning.PruningError, match="sparsity must be a number in \\[0, 1\\)"):
+        pruning.unstructured_prune(model, s, bad)
+    with pytest.raises(pruning.PruningError, match="ratio must be a number in \\[0, 1\\)"):
+        pruning.uniform_allocation(model, bad)
+
+
+def test_bad_counts_and_foreign_scores_are_named(model_and_scores):
+    model, s = model_and_scores
+    with pytest.raises(pruning.PruningError, match="layer features.0 has 4 filters; cannot keep 0"):
+        pruning.prune_filters(model, s["filter"], {"features.0": 0})
+    other = criteria.compute_scores(_vgg(0.125), _ref(), "weight")
+    with pytest.raises(criteria.ScoreError, match="belong to another model"):
+        pruning.prune_filters(model, other["filter"], {})
+    with pytest.raises(criteria.ScoreError, match="another model"):
+        pruning.unstructured_prune(model, other, 0.5)

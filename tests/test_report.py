@@ -1,0 +1,25 @@
+import pandas as pd
+import pytest
+
+from helpers import config, report
+
+
+@pytest.mark.skipif(not (config.FIGURES_ROOT / "cpu" / "baseline_metrics.csv").exists(),
+                    reason="no committed cpu results yet")
+def test_readme_results_are_generated_from_the_saved_tables():
+    assert report.readme_block() == report.results_markdown("cpu"), \
+        "README results are stale: run `make readme` (python -m helpers.report cpu)"
+
+
+def test_update_readme_replaces_only_the_block(tmp_path, monkeypatch):
+    folder = tmp_path / "figures" / "cpu"
+    folder.mkdir(parents=True)
+    report.write_table(pd.DataFrame([{"test_acc": 50.0, "test_loss": 2.0, "parameters": 10, "flops": 2e6,
+                                      "size_MB": 1.0, "size_MiB": 0.95, "epochs": 1, "train_minutes": 1.0,
+                                      "train_img_per_s": 100.0}]), folder, "baseline_metrics")
+    monkeypatch.setattr(config, "FIGURES_ROOT", tmp_path / "figures")
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- results:start -->\nold\n<!-- results:end -->\nend\n")
+    text = report.update_readme("cpu", readme)
+    assert text.startswith("intro\n<!-- results:start -->\n") and text.endswith("<!-- results:end -->\nend\n")
+    assert "50.00 %" in text and "old" not in text
