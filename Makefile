@@ -17,7 +17,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 
 reproduce: $(VENV)/.installed
 	$(PY) -m helpers.run --profile $(PROFILE)
-	$(PY) -m helpers.report $(PROFILE)
+	if [ "$(PROFILE)" = cpu ]; then $(PY) -m helpers.report cpu; fi
 
 test: $(VENV)/.installed
 	tmp=$$(mktemp -d) && LRP_ARTIFACTS=$$tmp LRP_PROFILE=smoke TQDM_DISABLE=1 \

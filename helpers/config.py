@@ -48,6 +48,10 @@ class Profile:
     seed: int = 0
     synthetic_train_per_class: int = 0  # synthetic dataset only
     synthetic_test_per_class: int = 0
+    finetune_epochs: float = 4.0       # fine-tuning budget per schedule, in epochs of optimizer steps
+    finetune_lr: float = 0.05          # peak learning rate of fine-tuning (cosine)
+    iterative_step: float = 0.05       # fraction of the original filters removed per iterative step
+    compile_quantized: bool = True     # run quantized models through torch.compile (int8 kernels)
 
     def __post_init__(self):
         validate(self)
@@ -68,7 +72,8 @@ _CHOICES = {
     "arch": ("vgg16_bn", "vgg16"),
     "schedule": ("onecycle", "cosine"),
 }
-_POSITIVE = ("width", "input_size", "epochs", "batch_size", "lr", "eval_batch_size")
+_POSITIVE = ("width", "input_size", "epochs", "batch_size", "lr", "eval_batch_size",
+             "finetune_epochs", "finetune_lr", "iterative_step")
 _NON_NEGATIVE = ("val_per_class", "momentum", "weight_decay", "label_smoothing", "seed",
                  "synthetic_train_per_class", "synthetic_test_per_class")
 
@@ -76,14 +81,17 @@ PROFILES: dict[str, dict] = {
     # CI and nbval: a generated dataset in the official format, a narrow net, one epoch.
     "smoke": dict(dataset="synthetic", width=0.125, epochs=5, batch_size=32, lr=0.1,
                   val_per_class=2, synthetic_train_per_class=24, synthetic_test_per_class=4,
-                  eval_batch_size=200),
+                  eval_batch_size=200, finetune_epochs=1.0, finetune_lr=0.02, iterative_step=0.25,
+                  compile_quantized=False),
     # The default: real CIFAR-100 on 2 CPU cores, VGG-16-BN at width 0.25.
     "cpu": dict(),
     # A GPU machine with internet: the original report's torchvision VGG-16 setup.
     "paper": dict(arch="vgg16", pretrained=True, input_size=64, width=1.0, epochs=20,
-                  batch_size=64, lr=0.01, weight_decay=5e-4, schedule="cosine"),
+                  batch_size=64, lr=0.01, weight_decay=5e-4, schedule="cosine",
+                  finetune_epochs=20.0, finetune_lr=0.001),
     # The usual from-scratch full-width VGG-16-BN CIFAR-100 recipe (GPU).
-    "paper_scratch": dict(width=1.0, epochs=200, batch_size=128, lr=0.1, schedule="cosine"),
+    "paper_scratch": dict(width=1.0, epochs=200, batch_size=128, lr=0.1, schedule="cosine",
+                          finetune_epochs=30.0),
 }
 
 
@@ -104,6 +112,8 @@ def validate(p: Profile) -> None:
     for name in _NON_NEGATIVE:
         if getattr(p, name) < 0:
             raise ValueError(f"profile parameter {name!r} must be >= 0, got {getattr(p, name)!r}")
+    if p.iterative_step > 1:
+        raise ValueError(f"profile parameter 'iterative_step' must be <= 1, got {p.iterative_step}")
     if p.label_smoothing >= 1:
         raise ValueError(f"profile parameter 'label_smoothing' must be < 1, got {p.label_smoothing}")
     if p.dataset == "synthetic" and p.synthetic_train_per_class <= p.val_per_class:

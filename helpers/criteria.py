@@ -39,7 +39,9 @@ class ZPlusNonNegative(BasicHook):
     the tests)."""
 
     def __init__(self, stabilizer=EPSILON):
-        stabilize = Stabilizer.ensure(stabilizer)
+        # z+ >= 0 here (non-negative inputs, weights and bias): adding eps is zennit's
+        # stabiliser for this case, in one pass instead of three
+        stabilize = (lambda z: z + stabilizer) if isinstance(stabilizer, float) else Stabilizer.ensure(stabilizer)
         super().__init__(
             input_modifiers=[lambda input: input.clamp(min=0)],
             param_modifiers=[ClampMod(min=0.)],
@@ -128,7 +130,8 @@ def output_hooks(modules: dict[str, nn.Module], on_output: Callable):
 
 # ----------------------------------------------------------------------------- LRP
 def _stabilize(z: torch.Tensor, eps: float = EPSILON) -> torch.Tensor:
-    return z + eps * (2 * (z >= 0).to(z.dtype) - 1)
+    """z + eps * sign(z), never zero (as zennit's, except that -0.0 gets -eps)."""
+    return torch.copysign(z.abs().add_(eps), z)
 
 
 def weight_gradient(module: nn.Module, a: torch.Tensor, s: torch.Tensor) -> torch.Tensor:

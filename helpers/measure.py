@@ -52,7 +52,7 @@ def latency(model: nn.Module, batch: int, input_size: int = 32, threads: int = 2
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        model = model.eval().cpu()
+        model.eval()  # (returns None for exported graphs, so not chained)
         x = torch.randn(batch, 3, input_size, input_size)
         for _ in range(warmup):
             model(x)

@@ -120,3 +120,40 @@ def per_layer(df: pd.DataFrame, y: str, ylabel: str, title: str = ""):
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     return fig
+
+
+def finetune_curves(curve: pd.DataFrame):
+    """Validation accuracy against optimizer steps, one panel per schedule."""
+    g = sns.relplot(data=curve, x="cum_steps", y="val_acc", hue="criterion", col="schedule",
+                    kind="line", marker="o", height=3.4, aspect=1.3)
+    g.set_axis_labels("optimizer steps", "validation accuracy (%)")
+    g.set_titles("{col_name}")
+    return g.figure
+
+
+def tradeoff(results: pd.DataFrame, baseline: dict):
+    """Test accuracy against parameters and against FLOPs, per criterion and schedule."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
+    for ax, col, label in zip(axes, ("parameters", "flops"), ("parameters", "FLOPs per image")):
+        sns.scatterplot(data=results, x=col, y="test_acc", hue="criterion", style="schedule", s=70, ax=ax)
+        ax.scatter([baseline[col]], [baseline["test_acc"]], marker="*", s=160, color="black", label="baseline")
+        ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.set_ylabel("test accuracy (%)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def pareto(points: pd.DataFrame):
+    """Test accuracy against size on disk and against batch-1 latency, one marker per model."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for ax, col, label in zip(axes, ("size_MB", "latency_b1_ms"), ("size on disk (MB)", "latency, batch 1 (ms)")):
+        d = points.dropna(subset=[col])
+        sns.scatterplot(data=d, x=col, y="test_acc", hue="model", s=70, ax=ax, legend=ax is axes[-1])
+        ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.set_ylabel("test accuracy (%)")
+    axes[-1].legend(fontsize=7, bbox_to_anchor=(1.02, 1), loc="upper left")
+    fig.tight_layout()
+    return fig

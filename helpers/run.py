@@ -83,7 +83,10 @@ def run_all(profile: str, only: list[str] | None = None, parameters: dict | None
                              f"{err.exec_count}): {err.ename}: {err.evalue}\n"
                              f"executed copy with the traceback: {out_dir / nb.name}") from None
         print(f"[{profile}] {nb.name} done in {times[nb.name]:.0f} s", flush=True)
-    checkpoint.save_json(times, p.artifacts / "notebook_times.json")
+    record = p.artifacts / "notebook_times.json"
+    earlier = checkpoint.load_json(record) if record.exists() else {}
+    checkpoint.save_json({**earlier, **times}, record)  # a partial run updates its notebooks only
+    publish_notebooks(profile)
     return times
 
 
@@ -107,6 +110,26 @@ def main(argv=None) -> None:
         run_all(args.profile, args.only, params)
     except ValueError as err:
         ap.error(str(err))
+
+
+
+def publish_notebooks(profile: str) -> list[Path]:
+    """Copy the executed notebooks of ``profile`` to ``figures/<profile>/notebooks/``, without
+    papermill's machine-specific metadata (paths, timestamps)."""
+    import nbformat
+    p = config.get_profile(profile)
+    out = p.figures / "notebooks"
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for src in notebooks(p.artifacts / "notebooks"):
+        nb = nbformat.read(src, as_version=4)
+        nb.metadata.pop("papermill", None)
+        for cell in nb.cells:
+            cell.metadata.pop("papermill", None)
+            cell.metadata.pop("execution", None)
+        checkpoint.save_text(nbformat.writes(nb), out / src.name)
+        written.append(out / src.name)
+    return written
 
 
 if __name__ == "__main__":

@@ -66,6 +66,23 @@ def rank_correlation(table: pd.DataFrame) -> pd.DataFrame:
     return wide.corr(method="pearson")  # Pearson on ranks = Spearman
 
 
-def timing_table(all_scores: dict[str, dict]) -> pd.DataFrame:
-    return pd.DataFrame([{"criterion": n, "images": s["n_images"], "seconds": round(s["seconds"], 2)}
-                         for n, s in all_scores.items()])
+def timing_table(all_scores: dict[str, dict], reference: str = "gradient") -> pd.DataFrame:
+    """Seconds each criterion took, and the ratio to ``reference`` (when it was computed)."""
+    ref = all_scores[reference]["seconds"] if reference in all_scores else float("nan")
+    return pd.DataFrame([{"criterion": n, "images": s["n_images"], "seconds": round(s["seconds"], 3),
+                          f"x_{reference}": round(s["seconds"] / ref, 3)} for n, s in all_scores.items()])
+
+
+def benchmark(model: nn.Module, ref, names=("lrp", "gradient"), repeats: int = 3, **kwargs) -> pd.DataFrame:
+    """Median seconds of each criterion on the same reference images, run in alternation after
+    one warm-up call each (so neither pays for first-call set-up), and the ratio to the last."""
+    from .criteria import compute_scores
+    for n in names:
+        compute_scores(model, ref, n, **kwargs)
+    times = {n: [] for n in names}
+    for _ in range(repeats):
+        for n in names:
+            times[n].append(compute_scores(model, ref, n, **kwargs)["seconds"])
+    med = {n: float(pd.Series(t).median()) for n, t in times.items()}
+    return pd.DataFrame([{"criterion": n, "images": len(ref), "median_seconds": round(med[n], 3),
+                          f"x_{names[-1]}": round(med[n] / med[names[-1]], 3)} for n in names])

@@ -3,6 +3,7 @@ per-epoch history, atomic per-epoch checkpoints and exact resumption."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import time
 from pathlib import Path
 
@@ -47,14 +48,17 @@ def make_optimizer(model: nn.Module, p: config.Profile, steps: int):
     return opt, sched
 
 
-def train_epoch(model, split: Split, opt, sched, p: config.Profile, generator, desc="") -> dict:
-    """One pass over ``split`` with augmentation; returns mean loss, accuracy and images/s."""
+def train_epoch(model, split: Split, opt, sched, p: config.Profile, generator, desc="",
+                max_steps: int | None = None) -> dict:
+    """One pass over ``split`` (or its first ``max_steps`` batches) with augmentation; returns
+    mean loss, accuracy, optimizer steps taken and images/s."""
     dev = config.device()
     model.train().to(dev)
     loss_sum, correct, n, start = 0.0, 0, 0, time.perf_counter()
-    steps = (len(split) + p.batch_size - 1) // p.batch_size
-    it = batches(split, p.batch_size, p.input_size, shuffle=True, generator=generator,
-                 train_augment=True)
+    steps = steps_per_epoch(len(split), p.batch_size)
+    steps = steps if max_steps is None else min(steps, max_steps)
+    it = itertools.islice(batches(split, p.batch_size, p.input_size, shuffle=True,
+                                  generator=generator, train_augment=True), steps)
     for x, y in tqdm(it, total=steps, desc=desc, leave=False, mininterval=2, disable=config.quiet()):
         x, y = x.to(dev), y.to(dev)
         with _autocast(dev):
@@ -68,40 +72,51 @@ def train_epoch(model, split: Split, opt, sched, p: config.Profile, generator, d
         correct += (out.argmax(1) == y).sum().item()
         n += len(y)
     seconds = time.perf_counter() - start
-    return {"train_loss": loss_sum / n, "train_acc": 100.0 * correct / n,
+    return {"train_loss": loss_sum / n, "train_acc": 100.0 * correct / n, "steps": steps,
             "epoch_s": seconds, "img_per_s": n / seconds}
 
 
-def _run_config(p: config.Profile, spec: dict, epochs: int) -> dict:
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    return (n + batch_size - 1) // batch_size
+
+
+def _run_config(p: config.Profile, spec: dict, steps: int) -> dict:
     """What must match for a saved training state to be resumed."""
     keys = ("batch_size", "lr", "momentum", "weight_decay", "label_smoothing", "schedule",
             "seed", "input_size", "dataset", "val_per_class")
-    return {"spec": spec, "epochs": epochs, **{k: getattr(p, k) for k in keys}}
+    return {"spec": spec, "steps": steps, **{k: getattr(p, k) for k in keys}}
 
 
 def fit(model: nn.Module, data: Data, p: config.Profile, state_path: Path, spec: dict,
-        epochs: int | None = None, stop_after: int | None = None) -> pd.DataFrame:
+        epochs: int | None = None, stop_after: int | None = None,
+        max_steps: int | None = None) -> pd.DataFrame:
     """Train ``model`` for ``epochs`` (default ``p.epochs``), resuming from ``state_path``.
 
-    After every epoch the model, optimizer, schedule, history and best-on-validation weights
-    are written atomically to ``state_path``; a re-run continues where it stopped and ends
-    with the same weights as an uninterrupted run. ``stop_after`` ends the call after that
-    many epochs (to simulate an interruption). At the end ``model`` holds the weights of the
-    epoch with the best validation accuracy. Returns the per-epoch history.
+    ``max_steps`` caps the number of optimizer steps instead (the last epoch is cut short), so
+    that schedules can be given equal budgets. After every epoch the model, optimizer, schedule,
+    history and best-on-validation weights are written atomically to ``state_path``; a re-run
+    continues where it stopped and ends with the same weights as an uninterrupted run.
+    ``stop_after`` ends the call after that many epochs (to simulate an interruption). At the
+    end ``model`` holds the weights of the epoch with the best validation accuracy.
+    Returns the per-epoch history.
     """
-    epochs = p.epochs if epochs is None else epochs
-    steps = epochs * ((len(data.train) + p.batch_size - 1) // p.batch_size)
+    spe = steps_per_epoch(len(data.train), p.batch_size)
+    total = (p.epochs if epochs is None else epochs) * spe if max_steps is None else max_steps
+    if total < 1:
+        raise ValueError(f"nothing to train: {total} optimizer steps")
+    n_epochs = -(-total // spe)
     model.to(config.device())
-    opt, sched = make_optimizer(model, p, steps)
-    run = _run_config(p, spec, epochs)
+    opt, sched = make_optimizer(model, p, total)
+    run = _run_config(p, spec, total)
     state = _resume(state_path, run, model, opt, sched)
     history, best = state["history"], state["best"]
-    for epoch in range(len(history), epochs):
+    for epoch in range(len(history), n_epochs):
         if stop_after is not None and epoch >= stop_after:
             break
         g = torch.Generator().manual_seed(p.seed * 100_003 + epoch)
         row = {"epoch": epoch + 1, **train_epoch(model, data.train, opt, sched, p, g,
-                                                  f"epoch {epoch + 1}/{epochs}")}
+                                                  f"epoch {epoch + 1}/{n_epochs}",
+                                                  max_steps=total - epoch * spe)}
         val = evaluate(model, data.val, p.eval_batch_size, p.input_size)
         row.update(val_loss=val["loss"], val_acc=val["acc"], lr=sched.get_last_lr()[0])
         history.append(row)
@@ -111,7 +126,7 @@ def fit(model: nn.Module, data: Data, p: config.Profile, state_path: Path, spec:
         checkpoint.save({"kind": "train_state", "run": run, "history": history, "best": best,
                          "model": model.state_dict(), "optimizer": opt.state_dict(),
                          "scheduler": sched.state_dict()}, state_path)
-    if best is not None and len(history) == epochs:
+    if best is not None and len(history) == n_epochs:
         model.load_state_dict(best["model"])
     return pd.DataFrame(history)
 

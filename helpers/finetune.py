@@ -1,0 +1,113 @@
+"""Fine-tuning pruned networks, one-shot or iteratively, on equal optimizer-step budgets.
+
+One-shot: prune to the target once, then fine-tune for the whole budget.
+Iterative (Yeom et al. 2021): remove a fixed fraction of the original filters, recompute the
+scores on the current network, fine-tune briefly, repeat until the target is reached; the
+budget is split evenly over the steps, so both schedules take the same number of optimizer
+steps (``budget_steps``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch import nn
+
+from . import checkpoint, config, criteria, models, pruning
+from .data import Data, Split
+from .training import fit, load_model, save_model, steps_per_epoch
+
+
+def finetune_profile(p: config.Profile, lr: float, schedule: str = "cosine") -> config.Profile:
+    """The profile with the fine-tuning learning rate and schedule."""
+    return dataclasses.replace(p, lr=lr, schedule=schedule)
+
+
+def budget_steps(d: Data, p: config.Profile, epochs: float) -> int:
+    """Optimizer steps in ``epochs`` passes over the training split."""
+    return max(1, round(epochs * steps_per_epoch(len(d.train), p.batch_size)))
+
+
+def one_shot(pruned: nn.Module, d: Data, p: config.Profile, folder: Path, steps: int,
+             arch: str) -> tuple[nn.Module, pd.DataFrame]:
+    """Fine-tune an already pruned model for ``steps`` optimizer steps (resumable)."""
+    spec = models.spec_of(pruned, arch)
+    history = fit(pruned, d, p, Path(folder) / "train_state.pt", spec, max_steps=steps)
+    return pruned, history.assign(stage=1)
+
+
+def iteration_targets(model: nn.Module, target_removed: float, step_fraction: float) -> list[float]:
+    """Fraction of the original filters removed after each iterative step."""
+    pruning._check_fraction("target_removed", target_removed)
+    if not 0 < step_fraction <= 1:
+        raise pruning.PruningError(f"step_fraction must lie in (0, 1], got {step_fraction!r}")
+    k = max(1, math.ceil(round(target_removed / step_fraction, 9)))
+    return [min(target_removed, (i + 1) * step_fraction) for i in range(k)]
+
+
+def iterative(model: nn.Module, d: Data, ref: Split, p: config.Profile, folder: Path,
+              criterion: str, target_removed: float, step_fraction: float, steps: int,
+              arch: str, **score_kwargs) -> tuple[nn.Module, pd.DataFrame]:
+    """Prune ``step_fraction`` of the original filters at a time (global allocation on scores
+    recomputed on the current network), fine-tuning ``steps / n_steps`` optimizer steps after
+    each, until ``target_removed`` of the original filters are gone. Each finished step is
+    saved, so an interrupted run resumes at the step it stopped in."""
+    original = sum(pruning.kept_filters(model).values())
+    targets = iteration_targets(model, target_removed, step_fraction)
+    shares = [steps // len(targets) + (i < steps % len(targets)) for i in range(len(targets))]
+    histories = []
+    for i, (goal, share) in enumerate(zip(targets, shares), start=1):
+        done = Path(folder) / f"step{i:02d}.pt"
+        if done.exists():
+            model, obj = load_model(done)
+            histories.append(pd.DataFrame(obj["history"]).assign(stage=i))
+            continue
+        s = criteria.compute_scores(model, ref, criterion, seed=p.seed, size=p.input_size, **score_kwargs)
+        current = sum(pruning.kept_filters(model).values())
+        ratio = 1 - (1 - goal) * original / current  # of the current filters, to reach the goal
+        counts = pruning.global_counts(model, s["filter"], min(max(ratio, 0.0), 0.999))
+        model = pruning.prune_filters(model, s["filter"], counts, p.input_size)
+        history = pd.DataFrame()
+        if share > 0:
+            history = fit(model, d, p, Path(folder) / f"step{i:02d}_state.pt",
+                          models.spec_of(model, arch), max_steps=share)
+        save_model(model, models.spec_of(model, arch), done, p, history=history.to_dict(orient="list"),
+                   counts=counts, filters_removed=1 - sum(counts.values()) / original)
+        histories.append(history.assign(stage=i))
+    return model, pd.concat(histories, ignore_index=True)
+
+
+def summary(model: nn.Module, history: pd.DataFrame, d: Data, p: config.Profile, original: nn.Module) -> dict:
+    """Test accuracy and loss of the selected checkpoint, its cost and its reduction factors."""
+    from . import measure
+    from .training import evaluate
+    test = evaluate(model, d.test, p.eval_batch_size, p.input_size)
+    params, flops = measure.parameters(model), measure.flops(model, p.input_size)
+    last = history[history["stage"] == history["stage"].max()] if len(history) else history
+    return {"best_val_acc": last["val_acc"].max() if len(last) else float("nan"),
+            "test_acc": test["acc"], "test_loss": test["loss"],
+            "steps": int(history["steps"].sum()) if len(history) else 0,
+            "filters_removed": 1 - sum(pruning.kept_filters(model).values())
+            / sum(pruning.kept_filters(original).values()),
+            "parameters": params, "flops": flops, "size_MB": measure.size_on_disk(model)["MB"],
+            "params_reduction": measure.parameters(original) / params,
+            "flops_reduction": measure.flops(original, p.input_size) / flops}
+
+
+def curve(history: pd.DataFrame) -> pd.DataFrame:
+    """Validation accuracy against cumulative optimizer steps (for the fine-tuning figure)."""
+    return history.assign(cum_steps=history["steps"].cumsum())[["cum_steps", "stage", "val_acc"]]
+
+
+def target_table(results: pd.DataFrame, baseline_acc: float, max_drop: float = 1.0,
+                 min_params: float = 10.0, min_flops: float = 4.0) -> pd.DataFrame:
+    """Each run against the issue's targets: accuracy drop, parameter and FLOPs reduction."""
+    t = results[["criterion", "schedule", "test_acc", "params_reduction", "flops_reduction"]].copy()
+    t["drop_points"] = baseline_acc - t["test_acc"]
+    t["meets_accuracy"] = t["drop_points"] <= max_drop
+    t["meets_params"] = t["params_reduction"] >= min_params
+    t["meets_flops"] = t["flops_reduction"] >= min_flops
+    return t

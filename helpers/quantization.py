@@ -1,0 +1,177 @@
+"""Post-training quantization on CPU through torchao's PT2E flow with the x86 Inductor quantizer.
+
+PyTorch's recommended path today: ``torch.export`` the float model, ``prepare_pt2e`` with
+``X86InductorQuantizer``, calibrate on training images, ``convert_pt2e``, and run it through
+``torch.compile`` (Inductor lowers the quantize/dequantize patterns to int8 oneDNN kernels).
+The legacy ``torch.ao.quantization`` FX flow is deprecated in torch 2.14 and not used.
+
+* static int8: weights per-channel int8, activations per-tensor uint8 calibrated (conv + linear);
+* dynamic int8: Linear layers only, activation ranges computed at run time;
+* bf16 / fp16 storage: weights stored at half width, upcast to float32 to run.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import warnings
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch import nn
+
+from .checkpoint import atomic_write
+
+STORAGE_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _quiet_imports():
+    """torchao's import logs a one-off pytree notice and torch warns that quantized tensor types
+    are deprecated (the PT2E flow is their replacement): neither concerns the user here."""
+    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*deprecated", category=UserWarning)
+
+
+def _quantizer(dynamic: bool):
+    _quiet_imports()
+    import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
+    q = xiq.X86InductorQuantizer()
+    if dynamic:
+        q.set_module_type_qconfig(nn.Linear, xiq.get_default_x86_inductor_quantization_config(is_dynamic=True))
+    else:
+        q.set_global(xiq.get_default_x86_inductor_quantization_config())
+    return q
+
+
+def quantize(model: nn.Module, calibration, example: torch.Tensor, dynamic: bool = False) -> nn.Module:
+    """An int8 copy of ``model`` (a ``torch.fx.GraphModule``), calibrated on the batches of
+    ``calibration`` (iterable of input tensors). ``example`` fixes the traced batch size
+    (the batch dimension is exported as dynamic)."""
+    from torchao.quantization.pt2e import allow_exported_model_train_eval
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    model = copy.deepcopy(model).eval().cpu()
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    exported = torch.export.export(model, (example,), dynamic_shapes=({0: batch},)).module()
+    prepared = prepare_pt2e(exported, _quantizer(dynamic))
+    with torch.no_grad():
+        for x in calibration:
+            prepared(x)
+    # .eval() is a no-op for an exported graph; allow it so generic code can call it
+    quantized = convert_pt2e(prepared)
+    allow_exported_model_train_eval(quantized)
+    return quantized
+
+
+def used_state(qmodel: torch.fx.GraphModule) -> dict[str, torch.Tensor]:
+    """The tensors the quantized graph reads (int8 weights, scales, zero points, biases);
+    the float originals that ``convert_pt2e`` leaves behind unused are dropped."""
+    used = {n.target for n in qmodel.graph.nodes if n.op == "get_attr"}
+    return {k: v for k, v in qmodel.state_dict().items() if k in used}
+
+
+def _is_activation_qdq(node) -> bool:
+    """A quantize/dequantize call whose scale and zero point are literals (static only;
+    dynamic quantization computes them in the graph)."""
+    return (node.op == "call_function" and "quantize_per_tensor" in str(node.target)
+            and not any(isinstance(a, torch.fx.Node) for a in node.args[1:]))
+
+
+def graph_constants(qmodel: torch.fx.GraphModule) -> dict[str, list]:
+    """Activation scales and zero points, which ``convert_pt2e`` writes into the graph as
+    literal arguments of the quantize/dequantize calls rather than as tensors."""
+    return {n.name: list(n.args[1:]) for n in qmodel.graph.nodes if _is_activation_qdq(n)}
+
+
+def save(qmodel: torch.fx.GraphModule, spec: dict, mode: str, path: Path, **info) -> Path:
+    """Save the quantized model's tensors and activation constants with the float spec they
+    came from (``weights_only`` loadable; :func:`load` rebuilds the graph from the spec)."""
+    from . import checkpoint
+    return checkpoint.save({"kind": "quantized", "spec": spec, "mode": mode,
+                            "state": used_state(qmodel), "constants": graph_constants(qmodel),
+                            **info}, path)
+
+
+def load(path: Path, example: torch.Tensor) -> tuple[torch.fx.GraphModule, dict]:
+    """Rebuild a model saved by :func:`save`: quantize a fresh float model of the same spec
+    (any calibration; it only fixes the graph) and load the saved tensors into it."""
+    from . import checkpoint
+    from .models import build_model
+    obj = checkpoint.load(path, kind="quantized")
+    qmodel = quantize(build_model(obj["spec"]), [example], example, dynamic=obj["mode"] == "dynamic")
+    missing = set(used_state(qmodel)) - set(obj["state"])
+    if missing:
+        raise checkpoint.CheckpointError(f"{path} does not fit its spec: missing {sorted(missing)[:3]}")
+    qmodel.load_state_dict(obj["state"], strict=False)
+    for node in qmodel.graph.nodes:
+        if _is_activation_qdq(node):
+            node.args = (node.args[0], *obj["constants"][node.name])
+    qmodel.recompile()
+    return qmodel, obj
+
+
+def file_bytes(path: Path) -> int:
+    return os.path.getsize(path)
+
+
+def compiled(model: nn.Module) -> nn.Module:
+    """Inductor-compiled module with weight freezing (needed for the int8 kernels)."""
+    import torch._inductor.config as inductor_config
+    inductor_config.freezing = True
+    return torch.compile(model)
+
+
+def half_storage_state(model: nn.Module, dtype: str = "bf16") -> dict:
+    """The state dict with floating-point tensors stored as bf16 or fp16."""
+    if dtype not in STORAGE_DTYPES:
+        raise ValueError(f"dtype must be one of {list(STORAGE_DTYPES)}, got {dtype!r}")
+    return {k: v.to(STORAGE_DTYPES[dtype]) if v.is_floating_point() else v
+            for k, v in model.state_dict().items()}
+
+
+def from_half_storage(model: nn.Module, state: dict) -> nn.Module:
+    """A float32 copy of ``model`` with the (rounded) half-width weights loaded."""
+    model = copy.deepcopy(model)
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    return model.eval()
+
+
+@torch.no_grad()
+def logits(model: nn.Module, split, p) -> torch.Tensor:
+    """Logits (N, 100) on ``split``, in evaluation batches."""
+    from .data import batches
+    return torch.cat([model(x).float() for x, _ in batches(split, p.eval_batch_size, p.input_size)])
+
+
+def agreement(reference: torch.Tensor, other: torch.Tensor) -> dict:
+    """Top-1 agreement (%) and mean cosine similarity of two logit matrices (N, C)."""
+    return {"top1_agreement": 100.0 * (reference.argmax(1) == other.argmax(1)).float().mean().item(),
+            "cosine": torch.nn.functional.cosine_similarity(reference, other, dim=1).mean().item()}
+
+
+def measure_variant(name: str, model: nn.Module, split, p, reference: torch.Tensor, size_bytes: int) -> dict:
+    """Accuracy, loss, agreement with the float logits, size and latency of one variant."""
+    from . import measure
+    out = logits(model, split, p)
+    loss = torch.nn.functional.cross_entropy(out, split.y).item()
+    acc = 100.0 * (out.argmax(1) == split.y).float().mean().item()
+    return {"variant": name, "test_acc": acc, "test_loss": loss, **agreement(reference, out),
+            "size_MB": size_bytes / measure.MB,
+            "latency_b1_ms": 1e3 * measure.latency(model, 1, p.input_size, repeats=30),
+            "latency_b256_ms": 1e3 * measure.latency(model, 256, p.input_size, repeats=5)}
+
+
+def target_table(table: pd.DataFrame, variant: str = "int8 static") -> pd.DataFrame:
+    """The quantized variant against float32 (and compiled float32, when measured)."""
+    t = table.set_index("variant")
+    rows = []
+    for base in [b for b in ("float32", "float32 compiled") if b in t.index]:
+        rows.append({"against": base, "accuracy_drop": t.loc[base, "test_acc"] - t.loc[variant, "test_acc"],
+                     "size_ratio": t.loc["float32", "size_MB"] / t.loc[variant, "size_MB"],
+                     "latency_b1_speedup": t.loc[base, "latency_b1_ms"] / t.loc[variant, "latency_b1_ms"],
+                     "latency_b256_speedup": t.loc[base, "latency_b256_ms"] / t.loc[variant, "latency_b256_ms"]})
+    out = pd.DataFrame(rows)
+    out["meets_accuracy"] = out["accuracy_drop"] <= 0.5
+    out["meets_size"] = out["size_ratio"] >= 3.5
+    out["meets_latency"] = out["latency_b1_speedup"] >= 1.5
+    return out

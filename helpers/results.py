@@ -1,0 +1,125 @@
+"""The results notebook's tables: everything read back from saved metrics and models.
+
+Also the original report's pipeline applied to torchvision VGG-16 as *architecture
+arithmetic*: parameter count and size on disk after its pruning recipe, no accuracy.
+"""
+from __future__ import annotations
+
+import pandas as pd
+import torch
+
+from . import checkpoint, config, criteria, measure, models, pruning, report
+from .training import load_model
+
+REPORT_CLAIM = {"baseline_acc": 74.44, "baseline_loss": 1.055, "pruned_acc": 74.15,
+                "pruned_loss": 1.186, "size_before_MB": 527.8, "size_after_MB": 46.3}
+
+
+def load_tables(p: config.Profile) -> dict[str, pd.DataFrame]:
+    """Every saved table of notebooks 01-06 (a missing one names the notebook to run)."""
+    names = {"baseline_metrics": "01", "relevance_timing": "02", "relevance_benchmark": "02",
+             "unstructured_sweep": "03",
+             "structured_allocations": "04", "structured_sweep": "04", "structured_speed_benchmark": "04",
+             "finetune_results": "05", "finetune_curves": "05", "finetune_targets": "05",
+             "quantization_results": "06", "quantization_targets": "06"}
+    tables = {}
+    for name, nb in names.items():
+        try:
+            tables[name] = report.read_table(p.figures, name)
+        except checkpoint.CheckpointError:
+            raise checkpoint.CheckpointError(f"{p.figures / (name + '.csv')} is missing: run notebook {nb} "
+                                             f"of the {p.name} profile first") from None
+    return tables
+
+
+def latencies(p: config.Profile, runs: pd.DataFrame) -> pd.DataFrame:
+    """CPU latency (2 threads) of each saved fine-tuned model, measured now."""
+    from .sweeps import latency_pair
+    baseline, _ = load_model(p.artifacts / "baseline" / "model.pt", hint="run 01_baseline_training.ipynb first")
+    rows = [{"criterion": "baseline", "schedule": "", **latency_pair(baseline, p.input_size)}]
+    for _, r in runs.iterrows():
+        model, _ = load_model(p.artifacts / "finetuned" / f"{r.criterion}_{r.schedule}" / "model.pt",
+                              hint="run 05_fine_tuning.ipynb first")
+        rows.append({"criterion": r.criterion, "schedule": r.schedule, **latency_pair(model, p.input_size)})
+    return pd.DataFrame(rows)
+
+
+def report_format(t: dict[str, pd.DataFrame], lat: pd.DataFrame) -> pd.DataFrame:
+    """The original report's table for each criterion and schedule, plus cost columns."""
+    base = t["baseline_metrics"].iloc[0]
+    runs = t["finetune_results"].merge(lat, on=["criterion", "schedule"])
+    b = lat[lat["criterion"] == "baseline"].iloc[0]
+    rows = [{"model": "baseline", "test_acc": base.test_acc, "test_loss": base.test_loss,
+             "size_MB": base.size_MB, "compression_%": 0.0, "parameters": int(base.parameters),
+             "FLOPs": int(base.flops), "latency_b1_ms": b.latency_b1_ms, "latency_b256_ms": b.latency_b256_ms}]
+    for _, r in runs.iterrows():
+        rows.append({"model": f"{r.criterion} ({r.schedule}), pruned + fine-tuned", "test_acc": r.test_acc,
+                     "test_loss": r.test_loss, "size_MB": r.size_MB,
+                     "compression_%": 100 * (1 - r.size_MB / base.size_MB), "parameters": int(r.parameters),
+                     "FLOPs": int(r.flops), "latency_b1_ms": r.latency_b1_ms, "latency_b256_ms": r.latency_b256_ms})
+    q = t["quantization_results"]
+    for _, r in q[q["variant"].isin(["int8 static", "int8 dynamic (linear)", "bf16 storage"])].iterrows():
+        rows.append({"model": f"  + {r.variant}", "test_acc": r.test_acc, "test_loss": r.test_loss,
+                     "size_MB": r.size_MB, "compression_%": 100 * (1 - r.size_MB / base.size_MB),
+                     "latency_b1_ms": r.latency_b1_ms, "latency_b256_ms": r.latency_b256_ms})
+    return pd.DataFrame(rows)
+
+
+def report_arithmetic(sparsity: float = 0.8, margin: float = 0.01, seed: int = 0) -> pd.DataFrame:
+    """The original report's recipe on torchvision VGG-16 with a 100-class head (random
+    weights, as the ImageNet weights need internet): global unstructured pruning by weight
+    magnitude, per-layer filter ratios = layer sparsity - margin, filter removal. Parameter
+    counts and serialized sizes only."""
+    torch.manual_seed(seed)
+    model = models.build_model(models.vgg16_spec()).eval()
+    scores = criteria.weight_magnitude(model)
+    counts = pruning.keep_counts(model, pruning.report_allocation(model, scores, sparsity, margin))
+    pruned = pruning.prune_filters(model, scores["filter"], counts, input_size=64)
+    before, after = measure.size_on_disk(model), measure.size_on_disk(pruned)
+    thousand = models.vgg16_spec(num_classes=1000)
+    rows = [("torchvision VGG-16, 1000 classes", measure.parameters(models.build_model(thousand)), None, None),
+            ("torchvision VGG-16, 100-class head", measure.parameters(model), before["MB"], before["MiB"]),
+            (f"after the report's recipe ({sparsity:.0%}, margin {margin})", measure.parameters(pruned),
+             after["MB"], after["MiB"])]
+    table = pd.DataFrame(rows, columns=["model", "parameters", "size_MB", "size_MiB"])
+    table["float32_MiB"] = table["parameters"] * 4 / measure.MIB
+    return table
+
+
+def findings(t: dict[str, pd.DataFrame]) -> list[str]:
+    """Sentences stating what the numbers show, written from the numbers."""
+    out = []
+    base = t["baseline_metrics"].iloc[0]
+    sw = t["unstructured_sweep"]
+    sw = sw[sw["criterion"] != "lrp_zplus"]
+    within = sw[sw["val_acc"] >= sw[sw["sparsity"] == 0]["val_acc"].max() - 1.0]
+    reach = within.groupby("criterion")["sparsity"].max().sort_values(ascending=False)
+    out.append("Unstructured, without fine-tuning, the highest global sparsity within 1 point of the "
+               "unpruned validation accuracy: " + ", ".join(f"{c} {s:.0%}" for c, s in reach.items()) + ".")
+    alloc = t["structured_allocations"]
+    best = alloc.sort_values("val_acc_bn_recal", ascending=False).iloc[0]
+    out.append(f"Filter removal at the report's filter count ({alloc['filters_removed'].mean():.0%} of filters): "
+               f"before fine-tuning every criterion is near chance as pruned "
+               f"(best {alloc['val_acc'].max():.1f} %); BatchNorm recalibration lifts the best to "
+               f"{best.val_acc_bn_recal:.1f} % ({best.criterion}, {best.allocation}).")
+    ft = t["finetune_results"].sort_values("test_acc", ascending=False)
+    top = ft.iloc[0]
+    lrp = ft[ft["criterion"] == "lrp"].iloc[0] if (ft["criterion"] == "lrp").any() else None
+    out.append(f"After fine-tuning ({int(top.steps)} optimizer steps per run) the best is {top.criterion} "
+               f"({top.schedule}) at {top.test_acc:.2f} % test accuracy, {base.test_acc - top.test_acc:.2f} points "
+               f"below the baseline's {base.test_acc:.2f} %, with {top.params_reduction:.1f}x fewer parameters "
+               f"and {top.flops_reduction:.1f}x fewer FLOPs.")
+    if lrp is not None:
+        out.append(f"LRP's best run ({lrp.schedule}) reaches {lrp.test_acc:.2f} % "
+                   f"({base.test_acc - lrp.test_acc:.2f} points below the baseline; the target was at most 1.0).")
+    for sched in ("oneshot", "iterative"):
+        s = ft[ft["schedule"] == sched].sort_values("test_acc", ascending=False)
+        if len(s):
+            out.append(f"{sched}: " + ", ".join(f"{r.criterion} {r.test_acc:.2f} %" for r in s.itertuples()) + ".")
+    qt = t["quantization_targets"].set_index("against")
+    if "float32" in qt.index:
+        r = qt.loc["float32"]
+        out.append(f"int8 static quantization changes test accuracy by {-r.accuracy_drop:+.2f} points, makes the file "
+                   f"{r.size_ratio:.2f}x smaller and batch-1 latency {r.latency_b1_speedup:.2f}x lower "
+                   f"(batch 256: {r.latency_b256_speedup:.2f}x) than the float model run eagerly.")
+    return out

@@ -1,0 +1,100 @@
+"""A run killed mid-training, damaged files, missing upstream artifacts, bad parameters."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from helpers import checkpoint, config, criteria, data, models, run, scores, training
+
+TRAIN = """
+import sys
+from helpers import config, data, models, training
+p = config.get_profile("smoke", epochs=3, synthetic_train_per_class=8)
+d = data.load_data(p)
+model = models.create_model(p)
+training.fit(model, d, p, sys.argv[1], models.spec_for(p))
+training.save_model(model, models.spec_for(p), sys.argv[2], p)
+"""
+
+
+def _train(state, out, env):
+    return subprocess.Popen([sys.executable, "-c", TRAIN, str(state), str(out)], env=env)
+
+
+def test_a_killed_run_resumes_to_the_same_result(tmp_path):
+    env = {**os.environ, config.ARTIFACTS_ENV: str(tmp_path / "art"), "OMP_NUM_THREADS": "1"}
+    assert _train(tmp_path / "a.pt", tmp_path / "a_model.pt", env).wait() == 0
+    proc = _train(tmp_path / "b.pt", tmp_path / "b_model.pt", env)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:  # kill once the first epoch is saved
+        if (tmp_path / "b.pt").exists():
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    proc.wait()
+    assert not (tmp_path / "b_model.pt").exists(), "the run finished before it could be killed"
+    assert len(checkpoint.load(tmp_path / "b.pt")["history"]) < 3
+    assert _train(tmp_path / "b.pt", tmp_path / "b_model.pt", env).wait() == 0
+    a, b = checkpoint.load(tmp_path / "a_model.pt"), checkpoint.load(tmp_path / "b_model.pt")
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
+def test_same_seed_same_result(tmp_path):
+    p = config.get_profile("smoke", epochs=1, synthetic_train_per_class=8)
+    d = data.load_data(p)
+    outs = []
+    for name in ("one", "two"):
+        model = models.create_model(p)
+        training.fit(model, d, p, tmp_path / f"{name}.pt", models.spec_for(p))
+        ref = data.class_balanced_sample(d.train, 1, p.seed)
+        outs.append((model.state_dict(), criteria.compute_scores(model, ref, "lrp")))
+    assert all(torch.equal(outs[0][0][k], outs[1][0][k]) for k in outs[0][0])
+    assert all(torch.equal(outs[0][1]["filter"][n], outs[1][1]["filter"][n]) for n in outs[0][1]["filter"])
+
+
+def test_damaged_score_file_names_the_file(tmp_path):
+    torch.manual_seed(0)
+    model = models.build_model(models.vgg16_bn_spec(0.0625)).eval()
+    ref = data.Split(torch.randint(0, 255, (4, 3, 32, 32), dtype=torch.uint8), torch.arange(4))
+    path = scores.save(criteria.compute_scores(model, ref, "weight"), model, tmp_path)
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(checkpoint.CheckpointError, match=f"{path} is truncated or corrupt"):
+        scores.load(tmp_path, "weight", model)
+
+
+def test_scores_of_another_model_are_refused(tmp_path):
+    torch.manual_seed(0)
+    model = models.build_model(models.vgg16_bn_spec(0.0625)).eval()
+    ref = data.Split(torch.randint(0, 255, (4, 3, 32, 32), dtype=torch.uint8), torch.arange(4))
+    scores.save(criteria.compute_scores(model, ref, "weight"), model, tmp_path)
+    other = models.build_model(models.vgg16_bn_spec(0.0625)).eval()  # same shapes, other weights
+    with pytest.raises(criteria.ScoreError, match="scores of another model.*run 02_relevance.ipynb"):
+        scores.load(tmp_path, "weight", other)
+
+
+def _execute(nb, **params):
+    import papermill as pm
+    return pm.execute_notebook(str(config.NOTEBOOKS_DIR / nb), "/dev/null", parameters={"profile": "smoke", **params},
+                               cwd=str(config.NOTEBOOKS_DIR), progress_bar=False, log_output=False)
+
+
+def test_missing_upstream_artifact_names_the_notebook_to_run():
+    import papermill as pm
+    with pytest.raises(pm.PapermillExecutionError, match="run 01_baseline_training.ipynb first"):
+        _execute("02_relevance.ipynb")
+
+
+@pytest.mark.parametrize("nb, params, message", [
+    ("01_baseline_training.ipynb", {"epochs": "ten"}, "'epochs' must be int"),
+    ("01_baseline_training.ipynb", {"lr": -1.0}, "'lr' must be > 0"),
+    ("03_unstructured_pruning.ipynb", {"max_sparsity": 1.5}, r"max_sparsity must lie in \[0, 1\)"),
+    ("04_structured_pruning.ipynb", {"sweep_allocation": "layerwise"}, "sweep_allocation must be one of"),
+])
+def test_bad_notebook_parameters_are_named(nb, params, message):
+    import papermill as pm
+    with pytest.raises(pm.PapermillExecutionError, match=message):
+        _execute(nb, **params)
