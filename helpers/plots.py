@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import NullFormatter
 import pandas as pd
 import seaborn as sns
 import torch
@@ -11,6 +12,14 @@ import torch
 from .checkpoint import atomic_write
 
 sns.set_theme(context="notebook", style="whitegrid")
+
+
+def _log_x(ax, values) -> None:
+    """Log x axis (labels on the decades only) when ``values`` span more than a decade."""
+    values = pd.Series(values).dropna()
+    if len(values) and values.max() > 10 * values.min() > 0:
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def save(fig, folder: Path, name: str) -> Path:
@@ -137,7 +146,7 @@ def tradeoff(results: pd.DataFrame, baseline: dict):
     for ax, col, label in zip(axes, ("parameters", "flops"), ("parameters", "FLOPs per image")):
         sns.scatterplot(data=results, x=col, y="test_acc", hue="criterion", style="schedule", s=70, ax=ax)
         ax.scatter([baseline[col]], [baseline["test_acc"]], marker="*", s=160, color="black", label="baseline")
-        ax.set_xscale("log")
+        _log_x(ax, list(results[col]) + [baseline[col]])
         ax.set_xlabel(label)
         ax.set_ylabel("test accuracy (%)")
         ax.legend(fontsize=7)
@@ -151,7 +160,7 @@ def pareto(points: pd.DataFrame):
     for ax, col, label in zip(axes, ("size_MB", "latency_b1_ms"), ("size on disk (MB)", "latency, batch 1 (ms)")):
         d = points.dropna(subset=[col])
         sns.scatterplot(data=d, x=col, y="test_acc", hue="model", s=70, ax=ax, legend=ax is axes[-1])
-        ax.set_xscale("log")
+        _log_x(ax, d[col])
         ax.set_xlabel(label)
         ax.set_ylabel("test accuracy (%)")
     axes[-1].legend(fontsize=7, bbox_to_anchor=(1.02, 1), loc="upper left")

@@ -48,6 +48,7 @@ def quantize(model: nn.Module, calibration, example: torch.Tensor, dynamic: bool
     """An int8 copy of ``model`` (a ``torch.fx.GraphModule``), calibrated on the batches of
     ``calibration`` (iterable of input tensors). ``example`` fixes the traced batch size
     (the batch dimension is exported as dynamic)."""
+    _quiet_imports()
     from torchao.quantization.pt2e import allow_exported_model_train_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
     model = copy.deepcopy(model).eval().cpu()

@@ -71,9 +71,11 @@ def results_markdown(profile: str = "cpu") -> str:
     text = ""
     if (folder / "results_headline.csv").exists():
         head = read_table(folder, "results_headline")
-        text += ("Pruned by the report's allocation size, fine-tuned on equal budgets, then quantized "
-                 f"(full report: [figures/{profile}/REPORT.md](figures/{profile}/REPORT.md)). "
-                 "Sizes in MB (10^6 bytes).\n\n" + _fmt(head).to_markdown(index=False) + "\n\n"
+        text += ("Every criterion removes as many filters as the original report's recipe (80 % weight "
+                 "sparsity, layer sparsity - 0.01), chosen by its own scores (global allocation), then "
+                 "is fine-tuned on the same optimizer-step budget, one-shot or iteratively; the best "
+                 "LRP run is then quantized. Test split; sizes in MB (10^6 bytes); latency on 2 CPU "
+                 f"threads. Full report: [figures/{profile}/REPORT.md](figures/{profile}/REPORT.md).\n\n" + _fmt(head).to_markdown(index=False) + "\n\n"
                  f"![accuracy against size and latency](figures/{profile}/results_pareto.png)\n\n")
     return text + baseline_markdown(profile)
 

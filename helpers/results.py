@@ -59,7 +59,7 @@ def report_format(t: dict[str, pd.DataFrame], lat: pd.DataFrame) -> pd.DataFrame
                      "FLOPs": int(r.flops), "latency_b1_ms": r.latency_b1_ms, "latency_b256_ms": r.latency_b256_ms})
     q = t["quantization_results"]
     for _, r in q[q["variant"].isin(["int8 static", "int8 dynamic (linear)", "bf16 storage"])].iterrows():
-        rows.append({"model": f"  + {r.variant}", "test_acc": r.test_acc, "test_loss": r.test_loss,
+        rows.append({"model": f"best LRP run + {r.variant}", "test_acc": r.test_acc, "test_loss": r.test_loss,
                      "size_MB": r.size_MB, "compression_%": 100 * (1 - r.size_MB / base.size_MB),
                      "latency_b1_ms": r.latency_b1_ms, "latency_b256_ms": r.latency_b256_ms})
     return pd.DataFrame(rows)
