@@ -22,15 +22,15 @@ def _log_x(ax, values) -> None:
         ax.xaxis.set_minor_formatter(NullFormatter())
 
 
-def save(fig, folder: Path, name: str) -> Path:
-    """Write ``fig`` as ``name.png`` and ``name.svg`` (no timestamps in either)."""
+def save(fig, folder: Path, name: str) -> None:
+    """Write ``fig`` as ``name.png`` and ``name.svg`` (no timestamps in either). Returns nothing,
+    so a notebook cell ending in ``plots.save(...)`` shows only the figure."""
     folder = Path(folder)
     for ext in ("png", "svg"):
         atomic_write(folder / f"{name}.{ext}",
                      lambda tmp, ext=ext: fig.savefig(tmp, format=ext, dpi=120,
                                                        bbox_inches="tight",
                                                        metadata={"Date": None} if ext == "svg" else None))
-    return folder / f"{name}.png"
 
 
 def image_grid(x: torch.Tensor, titles: list[str], ncols: int = 8, cmap=None, size: float = 1.6):
