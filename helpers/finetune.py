@@ -13,12 +13,11 @@ import math
 from pathlib import Path
 
 import pandas as pd
-import torch
 from torch import nn
 
-from . import checkpoint, config, criteria, models, pruning
+from . import config, criteria, measure, models, pruning
 from .data import Data, Split
-from .training import fit, load_model, save_model, steps_per_epoch
+from .training import evaluate, fit, load_model, save_model, steps_per_epoch
 
 
 def finetune_profile(p: config.Profile, lr: float, schedule: str = "cosine") -> config.Profile:
@@ -39,7 +38,7 @@ def one_shot(pruned: nn.Module, d: Data, p: config.Profile, folder: Path, steps:
     return pruned, history.assign(stage=1)
 
 
-def iteration_targets(model: nn.Module, target_removed: float, step_fraction: float) -> list[float]:
+def iteration_targets(target_removed: float, step_fraction: float) -> list[float]:
     """Fraction of the original filters removed after each iterative step."""
     pruning._check_fraction("target_removed", target_removed)
     if not 0 < step_fraction <= 1:
@@ -55,8 +54,8 @@ def iterative(model: nn.Module, d: Data, ref: Split, p: config.Profile, folder: 
     recomputed on the current network), fine-tuning ``steps / n_steps`` optimizer steps after
     each, until ``target_removed`` of the original filters are gone. Each finished step is
     saved, so an interrupted run resumes at the step it stopped in."""
-    original = sum(pruning.kept_filters(model).values())
-    targets = iteration_targets(model, target_removed, step_fraction)
+    original, total = model, sum(pruning.kept_filters(model).values())
+    targets = iteration_targets(target_removed, step_fraction)
     shares = [steps // len(targets) + (i < steps % len(targets)) for i in range(len(targets))]
     histories = []
     for i, (goal, share) in enumerate(zip(targets, shares), start=1):
@@ -67,7 +66,7 @@ def iterative(model: nn.Module, d: Data, ref: Split, p: config.Profile, folder: 
             continue
         s = criteria.compute_scores(model, ref, criterion, seed=p.seed, size=p.input_size, **score_kwargs)
         current = sum(pruning.kept_filters(model).values())
-        ratio = 1 - (1 - goal) * original / current  # of the current filters, to reach the goal
+        ratio = 1 - (1 - goal) * total / current  # of the current filters, to reach the goal
         counts = pruning.global_counts(model, s["filter"], min(max(ratio, 0.0), 0.999))
         model = pruning.prune_filters(model, s["filter"], counts, p.input_size)
         history = pd.DataFrame()
@@ -75,23 +74,20 @@ def iterative(model: nn.Module, d: Data, ref: Split, p: config.Profile, folder: 
             history = fit(model, d, p, Path(folder) / f"step{i:02d}_state.pt",
                           models.spec_of(model, arch), max_steps=share)
         save_model(model, models.spec_of(model, arch), done, p, history=history.to_dict(orient="list"),
-                   counts=counts, filters_removed=1 - sum(counts.values()) / original)
+                   counts=counts, filters_removed=pruning.filters_removed(original, counts))
         histories.append(history.assign(stage=i))
     return model, pd.concat(histories, ignore_index=True)
 
 
 def summary(model: nn.Module, history: pd.DataFrame, d: Data, p: config.Profile, original: nn.Module) -> dict:
     """Test accuracy and loss of the selected checkpoint, its cost and its reduction factors."""
-    from . import measure
-    from .training import evaluate
     test = evaluate(model, d.test, p.eval_batch_size, p.input_size)
     params, flops = measure.parameters(model), measure.flops(model, p.input_size)
     last = history[history["stage"] == history["stage"].max()] if len(history) else history
     return {"best_val_acc": last["val_acc"].max() if len(last) else float("nan"),
             "test_acc": test["acc"], "test_loss": test["loss"],
             "steps": int(history["steps"].sum()) if len(history) else 0,
-            "filters_removed": 1 - sum(pruning.kept_filters(model).values())
-            / sum(pruning.kept_filters(original).values()),
+            "filters_removed": pruning.filters_removed(original, pruning.kept_filters(model)),
             "parameters": params, "flops": flops, "size_MB": measure.size_on_disk(model)["MB"],
             "params_reduction": measure.parameters(original) / params,
             "flops_reduction": measure.flops(original, p.input_size) / flops}

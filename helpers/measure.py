@@ -52,7 +52,8 @@ def latency(model: nn.Module, batch: int, input_size: int = 32, threads: int = 2
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        model.eval()  # (returns None for exported graphs, so not chained)
+        model.eval()  # not chained: exported graphs return None from eval()
+        model.cpu()
         x = torch.randn(batch, 3, input_size, input_size)
         for _ in range(warmup):
             model(x)

@@ -176,6 +176,11 @@ def kept_filters(model: nn.Module) -> dict[str, int]:
     return {n: m.weight.shape[0] for n, m in filter_layers(model).items()}
 
 
+def filters_removed(model: nn.Module, counts: dict[str, int]) -> float:
+    """Fraction of ``model``'s filters that keeping ``counts[layer]`` per layer removes."""
+    return 1 - sum(counts.values()) / sum(kept_filters(model).values())
+
+
 @torch.no_grad()
 def recalibrate_batchnorm(model: nn.Module, batches_iter, n_batches: int = 20) -> nn.Module:
     """Re-estimate BatchNorm running statistics on ``n_batches`` training batches (no

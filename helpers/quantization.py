@@ -21,7 +21,9 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .checkpoint import atomic_write
+from . import checkpoint, measure
+from .data import batches
+from .models import build_model
 
 STORAGE_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -34,7 +36,6 @@ def _quiet_imports():
 
 
 def _quantizer(dynamic: bool):
-    _quiet_imports()
     import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
     q = xiq.X86InductorQuantizer()
     if dynamic:
@@ -87,7 +88,6 @@ def graph_constants(qmodel: torch.fx.GraphModule) -> dict[str, list]:
 def save(qmodel: torch.fx.GraphModule, spec: dict, mode: str, path: Path, **info) -> Path:
     """Save the quantized model's tensors and activation constants with the float spec they
     came from (``weights_only`` loadable; :func:`load` rebuilds the graph from the spec)."""
-    from . import checkpoint
     return checkpoint.save({"kind": "quantized", "spec": spec, "mode": mode,
                             "state": used_state(qmodel), "constants": graph_constants(qmodel),
                             **info}, path)
@@ -96,8 +96,6 @@ def save(qmodel: torch.fx.GraphModule, spec: dict, mode: str, path: Path, **info
 def load(path: Path, example: torch.Tensor) -> tuple[torch.fx.GraphModule, dict]:
     """Rebuild a model saved by :func:`save`: quantize a fresh float model of the same spec
     (any calibration; it only fixes the graph) and load the saved tensors into it."""
-    from . import checkpoint
-    from .models import build_model
     obj = checkpoint.load(path, kind="quantized")
     qmodel = quantize(build_model(obj["spec"]), [example], example, dynamic=obj["mode"] == "dynamic")
     missing = set(used_state(qmodel)) - set(obj["state"])
@@ -140,7 +138,6 @@ def from_half_storage(model: nn.Module, state: dict) -> nn.Module:
 @torch.no_grad()
 def logits(model: nn.Module, split, p) -> torch.Tensor:
     """Logits (N, 100) on ``split``, in evaluation batches."""
-    from .data import batches
     return torch.cat([model(x).float() for x, _ in batches(split, p.eval_batch_size, p.input_size)])
 
 
@@ -152,7 +149,6 @@ def agreement(reference: torch.Tensor, other: torch.Tensor) -> dict:
 
 def measure_variant(name: str, model: nn.Module, split, p, reference: torch.Tensor, size_bytes: int) -> dict:
     """Accuracy, loss, agreement with the float logits, size and latency of one variant."""
-    from . import measure
     out = logits(model, split, p)
     loss = torch.nn.functional.cross_entropy(out, split.y).item()
     acc = 100.0 * (out.argmax(1) == split.y).float().mean().item()

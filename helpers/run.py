@@ -112,7 +112,6 @@ def main(argv=None) -> None:
         ap.error(str(err))
 
 
-
 def publish_notebooks(profile: str) -> list[Path]:
     """Copy the executed notebooks of ``profile`` to ``figures/<profile>/notebooks/``, without
     papermill's machine-specific metadata (paths, timestamps)."""

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from . import checkpoint
-from .criteria import ScoreError, check_scores
+from .criteria import ScoreError, check_scores, compute_scores
 
 HINT = "run 02_relevance.ipynb first"
 
@@ -76,7 +76,6 @@ def timing_table(all_scores: dict[str, dict], reference: str = "gradient") -> pd
 def benchmark(model: nn.Module, ref, names=("lrp", "gradient"), repeats: int = 3, **kwargs) -> pd.DataFrame:
     """Median seconds of each criterion on the same reference images, run in alternation after
     one warm-up call each (so neither pays for first-call set-up), and the ratio to the last."""
-    from .criteria import compute_scores
     for n in names:
         compute_scores(model, ref, n, **kwargs)
     times = {n: [] for n in names}

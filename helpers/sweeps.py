@@ -57,11 +57,9 @@ def recalibrated(model: nn.Module, d: Data, p: config.Profile, n_batches: int = 
 def structured_point(model: nn.Module, pruned: nn.Module, d: Data, p: config.Profile,
                      latency: bool = False) -> dict:
     """Accuracy without fine-tuning (plain and BatchNorm-recalibrated) and cost of ``pruned``."""
-    base_filters = sum(pruning.kept_filters(model).values())
-    kept = sum(pruning.kept_filters(pruned).values())
     plain = evaluate(pruned, d.val, p.eval_batch_size, p.input_size)
     recal = evaluate(recalibrated(pruned, d, p), d.val, p.eval_batch_size, p.input_size)
-    row = {"filters_removed": 1 - kept / base_filters, "val_acc": plain["acc"], "val_loss": plain["loss"],
+    row = {"filters_removed": pruning.filters_removed(model, pruning.kept_filters(pruned)), "val_acc": plain["acc"], "val_loss": plain["loss"],
            "val_acc_bn_recal": recal["acc"], "val_loss_bn_recal": recal["loss"],
            "parameters": measure.parameters(pruned), "flops": measure.flops(pruned, p.input_size),
            "size_MB": measure.size_on_disk(pruned)["MB"]}
@@ -89,11 +87,6 @@ def allocation_counts(model: nn.Module, allocation: str, filter_scores: dict, ra
     if allocation == "global":
         return pruning.global_counts(model, filter_scores, ratio)
     raise ValueError(f"unknown allocation {allocation!r}; valid: {', '.join(ALLOCATIONS)}")
-
-
-def filters_removed(model: nn.Module, counts: dict[str, int]) -> float:
-    total = sum(pruning.kept_filters(model).values())
-    return 1 - sum(counts.values()) / total
 
 
 def structured_sweep(model: nn.Module, all_scores: dict[str, dict], d: Data, p: config.Profile,

@@ -17,10 +17,10 @@ def trained(tmp_path_factory):
 
 
 def test_iteration_targets():
-    assert finetune.iteration_targets(None, 0.5, 0.05) == pytest.approx([0.05 * i for i in range(1, 11)])
-    assert finetune.iteration_targets(None, 0.73, 0.25) == pytest.approx([0.25, 0.5, 0.73])
+    assert finetune.iteration_targets(0.5, 0.05) == pytest.approx([0.05 * i for i in range(1, 11)])
+    assert finetune.iteration_targets(0.73, 0.25) == pytest.approx([0.25, 0.5, 0.73])
     with pytest.raises(pruning.PruningError, match="step_fraction must lie in"):
-        finetune.iteration_targets(None, 0.5, 0)
+        finetune.iteration_targets(0.5, 0)
 
 
 def test_one_shot_and_iterative_spend_the_same_budget(trained, tmp_path):
