@@ -37,7 +37,7 @@ class Profile:
     input_size: int = 32               # images are resized to this before the network
     pretrained: bool = False           # ImageNet weights (vgg16 only; needs internet)
     val_per_class: int = 50            # validation images held out per class
-    epochs: int = 15
+    epochs: int = 30
     batch_size: int = 128
     lr: float = 0.1                    # peak learning rate
     momentum: float = 0.9

@@ -8,6 +8,7 @@ steps (``budget_steps``).
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 from pathlib import Path
@@ -107,3 +108,36 @@ def target_table(results: pd.DataFrame, baseline_acc: float, max_drop: float = 1
     t["meets_params"] = t["params_reduction"] >= min_params
     t["meets_flops"] = t["flops_reduction"] >= min_flops
     return t
+
+
+def ratio_sweep(baseline: nn.Module, filter_scores: dict[str, dict], d: Data, p: config.Profile,
+                ratios: list[float], steps: int, folder: Path, arch: str) -> pd.DataFrame:
+    """One-shot pruning (global allocation) at each fraction of filters in ``ratios`` for each
+    criterion, each fine-tuned for ``steps`` optimizer steps, plus the unpruned baseline
+    fine-tuned for the same steps (criterion ``"none"``, ratio 0): the control that separates
+    what the extra training gains from what pruning loses. Every run resumes if interrupted."""
+    for r in ratios:
+        pruning._check_fraction("sweep ratio", r)
+    runs = [("none", 0.0)] + [(name, r) for name in filter_scores for r in ratios]
+    rows = []
+    for name, r in runs:
+        if name == "none":
+            model = copy.deepcopy(baseline)
+        else:
+            counts = pruning.global_counts(baseline, filter_scores[name], r)
+            model = pruning.prune_filters(baseline, filter_scores[name], counts, p.input_size)
+        model, history = one_shot(model, d, p, Path(folder) / f"{name}_{r:.2f}", steps, arch)
+        rows.append({"criterion": name, "ratio": r, **summary(model, history, d, p, baseline)})
+    return pd.DataFrame(rows)
+
+
+def within_points(sweep: pd.DataFrame, baseline_acc: float, max_drop: float = 1.0) -> pd.DataFrame:
+    """Per criterion, the largest reduction whose test accuracy is at most ``max_drop`` points
+    below ``baseline_acc`` (NaN where no ratio stays that close)."""
+    cols = ["ratio", "filters_removed", "test_acc", "params_reduction", "flops_reduction"]
+    rows = []
+    for name, g in sweep[sweep["criterion"] != "none"].groupby("criterion", sort=False):
+        ok = g[baseline_acc - g["test_acc"] <= max_drop]
+        best = ok.loc[ok["params_reduction"].idxmax(), cols] if len(ok) else pd.Series(float("nan"), index=cols)
+        rows.append({"criterion": name, "max_drop_points": max_drop, **best.to_dict()})
+    return pd.DataFrame(rows)

@@ -65,3 +65,30 @@ def latency(model: nn.Module, batch: int, input_size: int = 32, threads: int = 2
     finally:
         torch.set_num_threads(old)
     return sorted(times)[len(times) // 2]
+
+
+@torch.no_grad()
+def latency_side_by_side(models: dict[str, nn.Module], batch: int, input_size: int = 32,
+                         threads: int = 2, repeats: int = 10, warmup: int = 2) -> dict[str, float]:
+    """Median CPU wall time (seconds) of one forward pass of each model, measured in
+    interleaved rounds (each round runs every model once), so that a slower or faster
+    stretch of the machine affects all models alike."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for m in models.values():
+            m.eval()
+            m.cpu()
+        x = torch.randn(batch, 3, input_size, input_size)
+        for _ in range(warmup):
+            for m in models.values():
+                m(x)
+        times = {name: [] for name in models}
+        for _ in range(repeats):
+            for name, m in models.items():
+                start = time.perf_counter()
+                m(x)
+                times[name].append(time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(old)
+    return {name: sorted(t)[len(t) // 2] for name, t in times.items()}

@@ -154,6 +154,31 @@ def tradeoff(results: pd.DataFrame, baseline: dict):
     return fig
 
 
+def reduction_sweep(sweep: pd.DataFrame, baseline_acc: float, max_drop: float = 1.0):
+    """Fine-tuned test accuracy against parameter reduction, one line per criterion, with the
+    baseline, the ``max_drop`` band below it and the fine-tuned unpruned control."""
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    pruned = sweep[sweep["criterion"] != "none"]
+    sns.lineplot(data=pruned, x="params_reduction", y="test_acc", hue="criterion", marker="o", ax=ax)
+    ax.axhline(baseline_acc, color="black", lw=1, label="baseline")
+    ax.axhspan(baseline_acc - max_drop, baseline_acc, color="grey", alpha=0.2,
+               label=f"within {max_drop:g} point")
+    control = sweep[sweep["criterion"] == "none"]
+    if len(control):
+        ax.scatter(control["params_reduction"], control["test_acc"], marker="*", s=160,
+                   color="black", label="unpruned, same fine-tuning", zorder=3)
+    ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    top = sweep["params_reduction"].max()
+    ticks = [t for t in (1, 1.25, 1.5, 2, 3, 4, 6, 10, 15, 20, 30) if t <= top * 1.05]
+    ax.set_xticks(ticks, [f"{t:g}x" for t in ticks])
+    ax.set_xlabel("parameter reduction")
+    ax.set_ylabel("test accuracy (%)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
 def pareto(points: pd.DataFrame):
     """Test accuracy against size on disk and against batch-1 latency, one marker per model."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)

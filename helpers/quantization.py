@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import os
 import warnings
 from pathlib import Path
@@ -85,11 +86,40 @@ def graph_constants(qmodel: torch.fx.GraphModule) -> dict[str, list]:
     return {n.name: list(n.args[1:]) for n in qmodel.graph.nodes if _is_activation_qdq(n)}
 
 
+def pack(state: dict[str, torch.Tensor]) -> dict:
+    """The tensors of ``state`` concatenated into one flat buffer per storage dtype, plus an
+    index (name, dtype, shape, offset). Integer tensors whose values fit in int8 (the int8
+    weights, and the per-channel weight zero points that PT2E keeps as int64) go into the
+    int8 buffer. One buffer per dtype instead of one archive record per tensor: a record
+    costs about 400 bytes in ``torch.save``'s zip format, a lot next to a 100 kB model."""
+    buffers, index = {}, []
+    for name, t in state.items():
+        t = t.detach().cpu().contiguous()
+        store = t.dtype
+        if not t.is_floating_point() and t.numel() and -128 <= int(t.min()) and int(t.max()) <= 127:
+            store = torch.int8
+        key = str(store).removeprefix("torch.")
+        offset = sum(b.numel() for b in buffers.get(key, []))
+        buffers.setdefault(key, []).append(t.flatten().to(store))
+        index.append([name, str(t.dtype).removeprefix("torch."), list(t.shape), key, offset])
+    return {"buffers": {k: torch.cat(v) for k, v in buffers.items()}, "index": index}
+
+
+def unpack(packed: dict) -> dict[str, torch.Tensor]:
+    """Inverse of :func:`pack`: the named tensors in their original dtypes and shapes."""
+    state = {}
+    for name, dtype, shape, key, offset in packed["index"]:
+        n = math.prod(shape)
+        flat = packed["buffers"][key][offset:offset + n]
+        state[name] = flat.to(getattr(torch, dtype)).reshape(shape)
+    return state
+
+
 def save(qmodel: torch.fx.GraphModule, spec: dict, mode: str, path: Path, **info) -> Path:
-    """Save the quantized model's tensors and activation constants with the float spec they
-    came from (``weights_only`` loadable; :func:`load` rebuilds the graph from the spec)."""
+    """Save the quantized model's tensors (packed) and activation constants with the float
+    spec they came from (``weights_only`` loadable; :func:`load` rebuilds the graph)."""
     return checkpoint.save({"kind": "quantized", "spec": spec, "mode": mode,
-                            "state": used_state(qmodel), "constants": graph_constants(qmodel),
+                            "state": pack(used_state(qmodel)), "constants": graph_constants(qmodel),
                             **info}, path)
 
 
@@ -98,10 +128,14 @@ def load(path: Path, example: torch.Tensor) -> tuple[torch.fx.GraphModule, dict]
     (any calibration; it only fixes the graph) and load the saved tensors into it."""
     obj = checkpoint.load(path, kind="quantized")
     qmodel = quantize(build_model(obj["spec"]), [example], example, dynamic=obj["mode"] == "dynamic")
-    missing = set(used_state(qmodel)) - set(obj["state"])
+    try:
+        state = unpack(obj["state"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise checkpoint.CheckpointError(f"{path}: damaged tensor index ({err})") from None
+    missing = set(used_state(qmodel)) - set(state)
     if missing:
         raise checkpoint.CheckpointError(f"{path} does not fit its spec: missing {sorted(missing)[:3]}")
-    qmodel.load_state_dict(obj["state"], strict=False)
+    qmodel.load_state_dict(state, strict=False)
     for node in qmodel.graph.nodes:
         if _is_activation_qdq(node):
             node.args = (node.args[0], *obj["constants"][node.name])
@@ -114,9 +148,13 @@ def file_bytes(path: Path) -> int:
 
 
 def compiled(model: nn.Module) -> nn.Module:
-    """Inductor-compiled module with weight freezing (needed for the int8 kernels)."""
+    """Inductor-compiled module with weight freezing (needed for the int8 kernels) and the C++
+    wrapper (the generated code calls the kernels from C++ rather than Python: at batch 1 on
+    this small model, the per-call overhead is most of the latency; measured 1.13 ms instead
+    of 1.52 ms for the int8 model)."""
     import torch._inductor.config as inductor_config
     inductor_config.freezing = True
+    inductor_config.cpp_wrapper = True
     return torch.compile(model)
 
 

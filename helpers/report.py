@@ -77,6 +77,12 @@ def results_markdown(profile: str = "cpu") -> str:
                  "LRP run is then quantized. Test split; sizes in MB (10^6 bytes); latency on 2 CPU "
                  f"threads. Full report: [figures/{profile}/REPORT.md](figures/{profile}/REPORT.md).\n\n" + _fmt(head).to_markdown(index=False) + "\n\n"
                  f"![accuracy against size and latency](figures/{profile}/results_pareto.png)\n\n")
+    if (folder / "finetune_within_1pt.csv").exists():
+        reach = read_table(folder, "finetune_within_1pt")
+        text += ("How far each criterion gets within 1 point of the baseline's test accuracy after "
+                 "fine-tuning (one-shot, global allocation, a sweep over the fraction of filters removed; "
+                 "empty: no swept fraction stays within 1 point):\n\n"
+                 + _fmt(reach.drop(columns=["max_drop_points"])).to_markdown(index=False) + "\n\n")
     return text + baseline_markdown(profile)
 
 

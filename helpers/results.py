@@ -21,6 +21,7 @@ def load_tables(p: config.Profile) -> dict[str, pd.DataFrame]:
              "unstructured_sweep": "03",
              "structured_allocations": "04", "structured_sweep": "04", "structured_speed_benchmark": "04",
              "finetune_results": "05", "finetune_curves": "05", "finetune_targets": "05",
+             "finetune_sweep": "05", "finetune_within_1pt": "05",
              "quantization_results": "06", "quantization_targets": "06"}
     tables = {}
     for name, nb in names.items():
@@ -116,6 +117,23 @@ def findings(t: dict[str, pd.DataFrame]) -> list[str]:
         s = ft[ft["schedule"] == sched].sort_values("test_acc", ascending=False)
         if len(s):
             out.append(f"{sched}: " + ", ".join(f"{r.criterion} {r.test_acc:.2f} %" for r in s.itertuples()) + ".")
+    sweep, reach = t["finetune_sweep"], t["finetune_within_1pt"]
+    control = sweep[sweep["criterion"] == "none"]
+    if len(control):
+        c = control.iloc[0]
+        out.append(f"Control: the unpruned baseline fine-tuned for the same {int(c.steps)} steps as each sweep point "
+                   f"reaches {c.test_acc:.2f} % ({c.test_acc - base.test_acc:+.2f} points), so part of any "
+                   "pruned run's accuracy comes from the extra training alone.")
+    out.append("Largest parameter reduction within 1 point of the baseline after fine-tuning (one-shot, global "
+               "allocation, swept at " + ", ".join(f"{r:.0%}" for r in sorted(set(sweep["ratio"]) - {0})) +
+               " of filters): " + ", ".join(
+                   f"{r.criterion} none" if pd.isna(r.params_reduction) else
+                   f"{r.criterion} {r.params_reduction:.2f}x ({r.filters_removed:.0%} of filters, {r.test_acc:.2f} %)"
+                   for r in reach.sort_values("params_reduction", ascending=False).itertuples()) + ".")
+    sb = t["structured_speed_benchmark"]
+    out.append("Speed benchmark, uniform pruning to about half the FLOPs (speed-up / FLOPs ratio, target 0.8): " +
+               "; ".join(f"{r.model} batch {int(r.batch)}: {r.speedup:.2f}x of {r.flops_ratio:.2f}x "
+                         f"= {r.speedup_over_flops_ratio:.2f}" for r in sb.itertuples()) + ".")
     qt = t["quantization_targets"].set_index("against")
     if "float32" in qt.index:
         r = qt.loc["float32"]

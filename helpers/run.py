@@ -73,7 +73,7 @@ def run_all(profile: str, only: list[str] | None = None, parameters: dict | None
     out_dir.mkdir(parents=True, exist_ok=True)
     selected = [nb for nb in notebooks(folder) if not only or any(nb.name.startswith(o) for o in only)]
     check_parameters(selected, parameters or {})
-    times = {}
+    times, record = {}, p.artifacts / "notebook_times.json"
     for nb in selected:
         print(f"[{profile}] running {nb.name} ...", flush=True)
         try:
@@ -83,9 +83,10 @@ def run_all(profile: str, only: list[str] | None = None, parameters: dict | None
                              f"{err.exec_count}): {err.ename}: {err.evalue}\n"
                              f"executed copy with the traceback: {out_dir / nb.name}") from None
         print(f"[{profile}] {nb.name} done in {times[nb.name]:.0f} s", flush=True)
-    record = p.artifacts / "notebook_times.json"
-    earlier = checkpoint.load_json(record) if record.exists() else {}
-    checkpoint.save_json({**earlier, **times}, record)  # a partial run updates its notebooks only
+        # after every notebook, so an interrupted series keeps the times it measured;
+        # a partial run updates its notebooks' entries only
+        earlier = checkpoint.load_json(record) if record.exists() else {}
+        checkpoint.save_json({**earlier, nb.name: times[nb.name]}, record)
     publish_notebooks(profile)
     return times
 

@@ -6,7 +6,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import config, measure, pruning
+from . import config, measure, models, pruning
+from .criteria import weight_magnitude
 from .data import Data, batches
 from .training import evaluate
 
@@ -101,14 +102,36 @@ def structured_sweep(model: nn.Module, all_scores: dict[str, dict], d: Data, p: 
     return pd.DataFrame(rows)
 
 
-def speed_benchmark(model: nn.Module, pruned: nn.Module, input_size: int) -> pd.DataFrame:
-    """Baseline and pruned latency side by side, with the FLOPs ratio they should follow."""
-    base, small = latency_pair(model, input_size), latency_pair(pruned, input_size)
+def half_flops_model(model: nn.Module, filter_scores: dict, input_size: int,
+                     ratio: float = 0.29) -> nn.Module:
+    """``model`` with ``ratio`` of every layer's filters removed (uniform allocation):
+    0.29 leaves about half the FLOPs of VGG-16-BN, since a conv's cost scales with
+    (kept inputs) x (kept outputs)."""
+    counts = pruning.keep_counts(model, pruning.uniform_allocation(model, ratio))
+    return pruning.prune_filters(model, filter_scores, counts, input_size)
+
+
+def speed_benchmark(model: nn.Module, pruned: nn.Module, input_size: int,
+                    label: str = "baseline") -> pd.DataFrame:
+    """Baseline and pruned latency measured side by side (interleaved rounds, 2 threads),
+    with the FLOPs ratio the speed-up should follow."""
     flops_ratio = measure.flops(model, input_size) / measure.flops(pruned, input_size)
     rows = []
-    for batch in ("b1", "b256"):
-        speedup = base[f"latency_{batch}_ms"] / small[f"latency_{batch}_ms"]
-        rows.append({"batch": batch[1:], "baseline_ms": base[f"latency_{batch}_ms"],
-                     "pruned_ms": small[f"latency_{batch}_ms"], "speedup": speedup,
+    for batch, repeats in ((1, 50), (256, 7)):
+        t = measure.latency_side_by_side({"baseline": model, "pruned": pruned}, batch,
+                                         input_size, repeats=repeats)
+        speedup = t["baseline"] / t["pruned"]
+        rows.append({"model": label, "batch": batch, "baseline_ms": 1e3 * t["baseline"],
+                     "pruned_ms": 1e3 * t["pruned"], "speedup": speedup,
                      "flops_ratio": flops_ratio, "speedup_over_flops_ratio": speedup / flops_ratio})
     return pd.DataFrame(rows)
+
+
+def full_width_speed_benchmark(input_size: int, seed: int = 0) -> pd.DataFrame:
+    """The same benchmark on full-width VGG-16-BN (the paper_scratch architecture). Latency
+    does not depend on weight values, so the model is freshly initialised (seeded) and
+    pruned by its weights' L1 norms; no training is needed to time it."""
+    torch.manual_seed(seed)
+    model = models.build_model(models.vgg16_bn_spec(1.0)).eval()
+    half = half_flops_model(model, weight_magnitude(model)["filter"], input_size)
+    return speed_benchmark(model, half, input_size, label="VGG-16-BN width 1.0 (untrained)")

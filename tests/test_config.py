@@ -17,7 +17,7 @@ def test_env_profile_is_honoured(monkeypatch):
 
 
 def test_none_override_keeps_default_and_value_overrides():
-    assert config.get_profile("cpu", epochs=None).epochs == 15
+    assert config.get_profile("cpu", epochs=None).epochs == config.Profile(name="x").epochs == 30
     assert config.get_profile("cpu", epochs=3).epochs == 3
 
 

@@ -1,3 +1,4 @@
+import pandas as pd
 import pytest
 import torch
 
@@ -52,3 +53,36 @@ def test_iterative_resumes_at_the_step_it_stopped_in(trained, tmp_path, monkeypa
     assert len(calls) == 1  # step 1 was loaded, only step 2 recomputed
     x = data.normalize(d.test.x[:8])
     assert torch.equal(first.eval()(x), again.eval()(x))  # same result as the uninterrupted run
+
+
+def test_ratio_sweep_has_the_control_and_resumes(trained, tmp_path):
+    p, d, model = trained
+    ft = finetune.finetune_profile(p, 0.02)
+    ref = data.class_balanced_sample(d.train, 1, 0)
+    scores = {n: criteria.compute_scores(model, ref, n)["filter"] for n in ("weight", "random")}
+    sweep = finetune.ratio_sweep(model, scores, d, ft, [0.2, 0.5], 6, tmp_path, "vgg16_bn")
+    assert list(zip(sweep["criterion"], sweep["ratio"])) == [
+        ("none", 0.0), ("weight", 0.2), ("weight", 0.5), ("random", 0.2), ("random", 0.5)]
+    assert (sweep["steps"] == 6).all()
+    control = sweep.iloc[0]
+    assert control["filters_removed"] == 0 and control["params_reduction"] == 1
+    assert sweep["filters_removed"].iloc[1:].tolist() == pytest.approx([0.2, 0.5, 0.2, 0.5], abs=0.01)
+    assert (sweep["params_reduction"].iloc[1:] > 1).all()
+    again = finetune.ratio_sweep(model, scores, d, ft, [0.2, 0.5], 6, tmp_path, "vgg16_bn")
+    pd.testing.assert_frame_equal(sweep, again)  # every run resumed from its finished state
+    with pytest.raises(pruning.PruningError, match="sweep ratio"):
+        finetune.ratio_sweep(model, scores, d, ft, [1.2], 6, tmp_path, "vgg16_bn")
+
+
+def test_within_points_picks_the_largest_reduction_within_the_band():
+    sweep = pd.DataFrame({
+        "criterion": ["none", "a", "a", "a", "b", "b"],
+        "ratio": [0.0, 0.1, 0.25, 0.4, 0.1, 0.25],
+        "filters_removed": [0.0, 0.1, 0.25, 0.4, 0.1, 0.25],
+        "test_acc": [52.0, 50.5, 49.3, 45.0, 48.0, 47.0],
+        "params_reduction": [1.0, 1.3, 2.0, 3.5, 1.3, 2.0],
+        "flops_reduction": [1.0, 1.2, 1.6, 2.5, 1.2, 1.6]})
+    reach = finetune.within_points(sweep, baseline_acc=50.0).set_index("criterion")
+    assert list(reach.index) == ["a", "b"]  # the unpruned control is not a criterion
+    assert reach.loc["a", "ratio"] == 0.25 and reach.loc["a", "params_reduction"] == 2.0
+    assert pd.isna(reach.loc["b", "ratio"])  # never within 1 point

@@ -170,3 +170,22 @@ def test_bad_counts_and_foreign_scores_are_named(model_and_scores):
         pruning.prune_filters(model, other["filter"], {})
     with pytest.raises(criteria.ScoreError, match="another model"):
         pruning.unstructured_prune(model, other, 0.5)
+
+
+def test_half_flops_model_and_side_by_side_benchmark():
+    from helpers import sweeps
+    model = _vgg(0.25)
+    half = sweeps.half_flops_model(model, criteria.weight_magnitude(model)["filter"], 32)
+    ratio = measure.flops(model) / measure.flops(half)
+    assert 1.8 < ratio < 2.2  # "about half the FLOPs"
+    bench = sweeps.speed_benchmark(model, half, 32, label="w0.25")
+    assert bench["batch"].tolist() == [1, 256] and (bench["model"] == "w0.25").all()
+    assert bench["flops_ratio"].tolist() == pytest.approx([ratio, ratio])
+    assert (bench["baseline_ms"] > 0).all() and (bench["pruned_ms"] > 0).all()
+    assert bench["speedup"].tolist() == pytest.approx((bench["baseline_ms"] / bench["pruned_ms"]).tolist())
+
+
+def test_latency_side_by_side_times_every_model():
+    a, b = _vgg(), _vgg()
+    t = measure.latency_side_by_side({"a": a, "b": b}, batch=2, repeats=3, warmup=1)
+    assert set(t) == {"a", "b"} and all(v > 0 for v in t.values())

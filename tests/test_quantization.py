@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from helpers import config, data, measure, models, quantization, training
+from helpers import checkpoint, config, data, measure, models, quantization, training
 
 
 @pytest.fixture(scope="module")
@@ -65,3 +65,29 @@ def test_half_storage(trained):
     assert agree["cosine"] > 0.999
     with pytest.raises(ValueError, match="dtype must be one of"):
         quantization.half_storage_state(model, "int4")
+
+
+def test_pack_round_trip_keeps_names_dtypes_shapes_and_values():
+    g = torch.Generator().manual_seed(0)
+    state = {"w": torch.randint(-128, 128, (4, 3, 3, 3), generator=g, dtype=torch.int8),
+             "zp": torch.zeros(4, dtype=torch.int64),            # fits in int8: stored narrow
+             "big": torch.tensor([0, 300, -5], dtype=torch.int64),  # does not: stays int64
+             "scale": torch.rand(4, generator=g), "empty": torch.zeros(0, dtype=torch.int64)}
+    packed = quantization.pack(state)
+    assert set(packed["buffers"]) == {"int8", "int64", "float32"}
+    assert packed["buffers"]["int8"].numel() == 4 * 27 + 4
+    back = quantization.unpack(packed)
+    assert list(back) == list(state)
+    for k in state:
+        assert back[k].dtype == state[k].dtype and torch.equal(back[k], state[k]), k
+
+
+def test_a_damaged_tensor_index_is_named(trained, tmp_path):
+    p, d, model, calib = trained
+    q = quantization.quantize(model, calib, calib[0][:2])
+    quantization.save(q, models.spec_for(p), "static", tmp_path / "q.pt")
+    obj = torch.load(tmp_path / "q.pt", weights_only=True)
+    obj["state"]["index"][0][4] = 10 ** 9  # an offset past the end of its buffer
+    checkpoint.save(obj, tmp_path / "bad.pt")
+    with pytest.raises(checkpoint.CheckpointError, match="bad.pt: damaged tensor index"):
+        quantization.load(tmp_path / "bad.pt", calib[0][:2])

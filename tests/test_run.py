@@ -1,7 +1,7 @@
 import nbformat
 import pytest
 
-from helpers import config, run
+from helpers import checkpoint, config, run
 
 
 def _notebook(path, *sources):
@@ -22,6 +22,8 @@ def test_runner_stops_at_first_failure_naming_notebook_and_cell(tmp_path):
     out = config.get_profile("smoke").artifacts / "notebooks"
     assert (out / "01_ok.ipynb").exists() and not (out / "03_never.ipynb").exists()
     assert not (tmp_path / "ran").exists()
+    times = checkpoint.load_json(config.get_profile("smoke").artifacts / "notebook_times.json")
+    assert list(times) == ["01_ok.ipynb"]  # the notebook that finished keeps its measured time
 
 
 def test_unknown_notebook_parameter_lists_valid_ones(tmp_path):
