@@ -45,26 +45,16 @@ def flops(model: nn.Module, input_size: int = 32) -> int:
     return int(counter.get_total_flops())
 
 
-@torch.no_grad()
 def latency(model: nn.Module, batch: int, input_size: int = 32, threads: int = 2,
             repeats: int = 10, warmup: int = 2) -> float:
     """Median CPU wall time (seconds) of one forward pass on ``batch`` images."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        model.eval()  # not chained: exported graphs return None from eval()
-        model.cpu()
-        x = torch.randn(batch, 3, input_size, input_size)
-        for _ in range(warmup):
-            model(x)
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            model(x)
-            times.append(time.perf_counter() - start)
-    finally:
-        torch.set_num_threads(old)
-    return sorted(times)[len(times) // 2]
+    return latency_side_by_side({"model": model}, batch, input_size, threads, repeats, warmup)["model"]
+
+
+def latency_pair(model: nn.Module, input_size: int = 32) -> dict:
+    """Median CPU latency at batch 1 and batch 256, 2 threads, in milliseconds."""
+    return {"latency_b1_ms": 1e3 * latency(model, 1, input_size, repeats=30),
+            "latency_b256_ms": 1e3 * latency(model, 256, input_size, repeats=5)}
 
 
 @torch.no_grad()
@@ -77,7 +67,7 @@ def latency_side_by_side(models: dict[str, nn.Module], batch: int, input_size: i
     torch.set_num_threads(threads)
     try:
         for m in models.values():
-            m.eval()
+            m.eval()  # not chained: exported graphs return None from eval()
             m.cpu()
         x = torch.randn(batch, 3, input_size, input_size)
         for _ in range(warmup):

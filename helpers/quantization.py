@@ -191,9 +191,7 @@ def measure_variant(name: str, model: nn.Module, split, p, reference: torch.Tens
     loss = torch.nn.functional.cross_entropy(out, split.y).item()
     acc = 100.0 * (out.argmax(1) == split.y).float().mean().item()
     return {"variant": name, "test_acc": acc, "test_loss": loss, **agreement(reference, out),
-            "size_MB": size_bytes / measure.MB,
-            "latency_b1_ms": 1e3 * measure.latency(model, 1, p.input_size, repeats=30),
-            "latency_b256_ms": 1e3 * measure.latency(model, 256, p.input_size, repeats=5)}
+            "size_MB": size_bytes / measure.MB, **measure.latency_pair(model, p.input_size)}
 
 
 def target_table(table: pd.DataFrame, variant: str = "int8 static") -> pd.DataFrame:

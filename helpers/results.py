@@ -35,13 +35,12 @@ def load_tables(p: config.Profile) -> dict[str, pd.DataFrame]:
 
 def latencies(p: config.Profile, runs: pd.DataFrame) -> pd.DataFrame:
     """CPU latency (2 threads) of each saved fine-tuned model, measured now."""
-    from .sweeps import latency_pair
     baseline, _ = load_model(p.artifacts / "baseline" / "model.pt", hint="run 01_baseline_training.ipynb first")
-    rows = [{"criterion": "baseline", "schedule": "", **latency_pair(baseline, p.input_size)}]
+    rows = [{"criterion": "baseline", "schedule": "", **measure.latency_pair(baseline, p.input_size)}]
     for _, r in runs.iterrows():
         model, _ = load_model(p.artifacts / "finetuned" / f"{r.criterion}_{r.schedule}" / "model.pt",
                               hint="run 05_fine_tuning.ipynb first")
-        rows.append({"criterion": r.criterion, "schedule": r.schedule, **latency_pair(model, p.input_size)})
+        rows.append({"criterion": r.criterion, "schedule": r.schedule, **measure.latency_pair(model, p.input_size)})
     return pd.DataFrame(rows)
 
 

@@ -65,14 +65,8 @@ def structured_point(model: nn.Module, pruned: nn.Module, d: Data, p: config.Pro
            "parameters": measure.parameters(pruned), "flops": measure.flops(pruned, p.input_size),
            "size_MB": measure.size_on_disk(pruned)["MB"]}
     if latency:
-        row.update(latency_pair(pruned, p.input_size))
+        row.update(measure.latency_pair(pruned, p.input_size))
     return row
-
-
-def latency_pair(model: nn.Module, input_size: int) -> dict:
-    """Median CPU latency at batch 1 and batch 256, 2 threads, in milliseconds."""
-    return {"latency_b1_ms": 1e3 * measure.latency(model, 1, input_size, repeats=30),
-            "latency_b256_ms": 1e3 * measure.latency(model, 256, input_size, repeats=5)}
 
 
 ALLOCATIONS = ("report", "uniform", "global")
@@ -107,7 +101,7 @@ def half_flops_model(model: nn.Module, filter_scores: dict, input_size: int,
     """``model`` with ``ratio`` of every layer's filters removed (uniform allocation):
     0.29 leaves about half the FLOPs of VGG-16-BN, since a conv's cost scales with
     (kept inputs) x (kept outputs)."""
-    counts = pruning.keep_counts(model, pruning.uniform_allocation(model, ratio))
+    counts = allocation_counts(model, "uniform", filter_scores, ratio)
     return pruning.prune_filters(model, filter_scores, counts, input_size)
 
 
