@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import io
 import time
+from collections.abc import Hashable
 
 import torch
 from torch import nn
+from torch.fx.experimental.optimization import fuse
 from torch.utils.flop_counter import FlopCounterMode
 
 MB = 1e6          # decimal megabyte: sizes are reported in MB (10^6 bytes)
@@ -45,6 +47,12 @@ def flops(model: nn.Module, input_size: int = 32) -> int:
     return int(counter.get_total_flops())
 
 
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` in inference form: each BatchNorm folded into the convolution
+    before it (``torch.fx`` graph rewrite), as models are deployed. Same outputs in eval mode."""
+    return fuse(model.eval())
+
+
 def latency(model: nn.Module, batch: int, input_size: int = 32, threads: int = 2,
             repeats: int = 10, warmup: int = 2) -> float:
     """Median CPU wall time (seconds) of one forward pass on ``batch`` images."""
@@ -58,8 +66,8 @@ def latency_pair(model: nn.Module, input_size: int = 32) -> dict:
 
 
 @torch.no_grad()
-def latency_side_by_side(models: dict[str, nn.Module], batch: int, input_size: int = 32,
-                         threads: int = 2, repeats: int = 10, warmup: int = 2) -> dict[str, float]:
+def latency_side_by_side(models: dict[Hashable, nn.Module], batch: int, input_size: int = 32,
+                         threads: int = 2, repeats: int = 10, warmup: int = 2) -> dict[Hashable, float]:
     """Median CPU wall time (seconds) of one forward pass of each model, measured in
     interleaved rounds (each round runs every model once), so that a slower or faster
     stretch of the machine affects all models alike."""

@@ -83,7 +83,21 @@ def results_markdown(profile: str = "cpu") -> str:
                  "fine-tuning (one-shot, global allocation, a sweep over the fraction of filters removed; "
                  "empty: no swept fraction stays within 1 point):\n\n"
                  + _fmt(reach.drop(columns=["max_drop_points"])).to_markdown(index=False) + "\n\n")
+    if (folder / "structured_speed_benchmark.csv").exists():
+        bench = read_table(folder, "structured_speed_benchmark")
+        ratio = speed_ratios(bench)
+        ratio.columns = [f"batch {b}" for b in ratio.columns]
+        text += ("Does structured pruning to about half the FLOPs halve CPU latency? Speed-up divided by "
+                 "the FLOPs ratio, baseline and pruned timed side by side (target: at least 0.8 at both "
+                 "batch sizes):\n\n" + _fmt(ratio.reset_index()).to_markdown(index=False) + "\n\n")
     return text + baseline_markdown(profile)
+
+
+def speed_ratios(bench: pd.DataFrame) -> pd.DataFrame:
+    """The speed benchmark's speed-up / FLOPs ratio, one row per (model, pruned, form), one
+    column per batch size."""
+    return bench.pivot_table(index=["model", "pruned", "form"], columns="batch",
+                             values="speedup_over_flops_ratio", sort=False)
 
 
 def _fmt(df: pd.DataFrame) -> pd.DataFrame:

@@ -97,27 +97,56 @@ def structured_sweep(model: nn.Module, all_scores: dict[str, dict], d: Data, p: 
 
 
 def half_flops_model(model: nn.Module, filter_scores: dict, input_size: int,
-                     ratio: float = 0.29) -> nn.Module:
-    """``model`` with ``ratio`` of every layer's filters removed (uniform allocation):
-    0.29 leaves about half the FLOPs of VGG-16-BN, since a conv's cost scales with
-    (kept inputs) x (kept outputs)."""
-    counts = allocation_counts(model, "uniform", filter_scores, ratio)
-    return pruning.prune_filters(model, filter_scores, counts, input_size)
+                     round_to: int = 1) -> nn.Module:
+    """``model`` pruned uniformly (the same fraction of every layer's filters, kept counts
+    rounded to multiples of ``round_to``) at the fraction, 20 to 40 % in 1 % steps, whose
+    FLOPs are nearest half the baseline's: about 29 % for VGG-16-BN, since a conv's cost
+    scales with (kept inputs) x (kept outputs)."""
+    base = measure.flops(model, input_size)
+    best, best_gap, seen = None, float("inf"), set()
+    for percent in range(20, 41):
+        counts = pruning.keep_counts(model, pruning.uniform_allocation(model, percent / 100), round_to)
+        if tuple(counts.values()) in seen:
+            continue
+        seen.add(tuple(counts.values()))
+        pruned = pruning.prune_filters(model, filter_scores, counts, input_size)
+        gap = abs(base / measure.flops(pruned, input_size) - 2)
+        if gap < best_gap:
+            best, best_gap = pruned, gap
+    return best
 
 
-def speed_benchmark(model: nn.Module, pruned: nn.Module, input_size: int,
+def half_flops_models(model: nn.Module, filter_scores: dict, input_size: int,
+                      round_to: int = 16) -> dict[str, nn.Module]:
+    """The speed benchmark's pruned models: uniform, and uniform with kept counts aligned to
+    ``round_to`` (16: the AVX-512 float vector width)."""
+    return {"uniform": half_flops_model(model, filter_scores, input_size),
+            f"uniform, multiples of {round_to}": half_flops_model(model, filter_scores, input_size, round_to)}
+
+
+FORMS = {"eager": lambda m: m, "BatchNorm folded": measure.fold_batchnorm}
+
+
+def speed_benchmark(model: nn.Module, pruned: dict[str, nn.Module], input_size: int,
                     label: str = "baseline") -> pd.DataFrame:
-    """Baseline and pruned latency measured side by side (interleaved rounds, 2 threads),
-    with the FLOPs ratio the speed-up should follow."""
-    flops_ratio = measure.flops(model, input_size) / measure.flops(pruned, input_size)
+    """Latency of each pruned model against the baseline, all measured side by side
+    (interleaved rounds, 2 threads), in each of ``FORMS`` (as trained, and with BatchNorm
+    folded into the convolutions), with the FLOPs ratio the speed-up should follow."""
+    base_flops = measure.flops(model, input_size)
+    nets = {"baseline": model, **pruned}
+    timed = {(form, name): to_form(m) for form, to_form in FORMS.items() for name, m in nets.items()}
     rows = []
-    for batch, repeats in ((1, 50), (256, 7)):
-        t = measure.latency_side_by_side({"baseline": model, "pruned": pruned}, batch,
-                                         input_size, repeats=repeats)
-        speedup = t["baseline"] / t["pruned"]
-        rows.append({"model": label, "batch": batch, "baseline_ms": 1e3 * t["baseline"],
-                     "pruned_ms": 1e3 * t["pruned"], "speedup": speedup,
-                     "flops_ratio": flops_ratio, "speedup_over_flops_ratio": speedup / flops_ratio})
+    for batch, repeats in ((1, 100), (256, 7)):
+        t = measure.latency_side_by_side(timed, batch, input_size, repeats=repeats)
+        for form in FORMS:
+            for name, m in pruned.items():
+                flops_ratio = base_flops / measure.flops(m, input_size)
+                speedup = t[(form, "baseline")] / t[(form, name)]
+                rows.append({"model": label, "pruned": name, "form": form, "batch": batch,
+                             "filters_removed": pruning.filters_removed(model, pruning.kept_filters(m)),
+                             "baseline_ms": 1e3 * t[(form, "baseline")], "pruned_ms": 1e3 * t[(form, name)],
+                             "speedup": speedup, "flops_ratio": flops_ratio,
+                             "speedup_over_flops_ratio": speedup / flops_ratio})
     return pd.DataFrame(rows)
 
 
@@ -127,5 +156,5 @@ def full_width_speed_benchmark(input_size: int, seed: int = 0) -> pd.DataFrame:
     pruned by its weights' L1 norms; no training is needed to time it."""
     torch.manual_seed(seed)
     model = models.build_model(models.vgg16_bn_spec(1.0)).eval()
-    half = half_flops_model(model, weight_magnitude(model)["filter"], input_size)
-    return speed_benchmark(model, half, input_size, label="VGG-16-BN width 1.0 (untrained)")
+    pruned = half_flops_models(model, weight_magnitude(model)["filter"], input_size)
+    return speed_benchmark(model, pruned, input_size, label="VGG-16-BN width 1.0 (untrained)")

@@ -172,17 +172,46 @@ def test_bad_counts_and_foreign_scores_are_named(model_and_scores):
         pruning.unstructured_prune(model, other, 0.5)
 
 
-def test_half_flops_model_and_side_by_side_benchmark():
+def test_half_flops_models_and_side_by_side_benchmark():
     from helpers import sweeps
     model = _vgg(0.25)
-    half = sweeps.half_flops_model(model, criteria.weight_magnitude(model)["filter"], 32)
-    ratio = measure.flops(model) / measure.flops(half)
-    assert 1.8 < ratio < 2.2  # "about half the FLOPs"
+    half = sweeps.half_flops_models(model, criteria.weight_magnitude(model)["filter"], 32)
+    plain, aligned = half.values()
+    assert all(k % 16 == 0 for k in pruning.kept_filters(aligned).values())
+    ratios = {n: measure.flops(model) / measure.flops(m) for n, m in half.items()}
+    assert all(1.9 < r < 2.1 for r in ratios.values())  # "about half the FLOPs"
+    assert 0.28 < pruning.filters_removed(model, pruning.kept_filters(plain)) < 0.30
     bench = sweeps.speed_benchmark(model, half, 32, label="w0.25")
-    assert bench["batch"].tolist() == [1, 256] and (bench["model"] == "w0.25").all()
-    assert bench["flops_ratio"].tolist() == pytest.approx([ratio, ratio])
+    assert len(bench) == 2 * len(half) * len(sweeps.FORMS) and (bench["model"] == "w0.25").all()
+    assert bench["flops_ratio"].tolist() == pytest.approx(bench["pruned"].map(ratios).tolist())
+    assert bench["filters_removed"].tolist() == pytest.approx(
+        bench["pruned"].map(lambda n: pruning.filters_removed(model, pruning.kept_filters(half[n]))).tolist())
     assert (bench["baseline_ms"] > 0).all() and (bench["pruned_ms"] > 0).all()
     assert bench["speedup"].tolist() == pytest.approx((bench["baseline_ms"] / bench["pruned_ms"]).tolist())
+    # one baseline per form and batch: every pruned model is compared with the same timing
+    assert bench.groupby(["form", "batch"])["baseline_ms"].nunique().eq(1).all()
+
+
+def test_keep_counts_round_to():
+    model = _vgg(0.25)  # 16, 32, 64 and 128 filters
+    counts = pruning.keep_counts(model, pruning.uniform_allocation(model, 0.29), round_to=16)
+    widths = pruning.kept_filters(model)
+    assert all(k % 16 == 0 and 16 <= k <= widths[n] for n, k in counts.items())
+    assert {counts[n] for n in widths if widths[n] == 128} == {96}  # 90.9 -> 96
+    assert pruning.keep_counts(model, {}, round_to=64) == widths  # 16 and 32 keep all: never above the width
+    with pytest.raises(pruning.PruningError, match="round_to"):
+        pruning.keep_counts(model, {}, round_to=0)
+
+
+def test_fold_batchnorm_keeps_outputs_and_drops_batchnorm():
+    model = _vgg(0.25)
+    for m in model.modules():  # non-trivial statistics, so folding has something to fold
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1), m.running_var.uniform_(0.5, 2), m.weight.data.uniform_(0.5, 2)
+    folded = measure.fold_batchnorm(model)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())  # the original is untouched
+    _same(model, folded, torch.randn(2, 3, 32, 32))
 
 
 def test_latency_side_by_side_times_every_model():
