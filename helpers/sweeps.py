@@ -150,11 +150,32 @@ def speed_benchmark(model: nn.Module, pruned: dict[str, nn.Module], input_size: 
     return pd.DataFrame(rows)
 
 
-def full_width_speed_benchmark(input_size: int, seed: int = 0) -> pd.DataFrame:
-    """The same benchmark on full-width VGG-16-BN (the paper_scratch architecture). Latency
-    does not depend on weight values, so the model is freshly initialised (seeded) and
-    pruned by its weights' L1 norms; no training is needed to time it."""
+def untrained_speed_benchmark(input_size: int, seed: int = 0, width: float = 1.0) -> pd.DataFrame:
+    """The same benchmark on a freshly initialised (seeded) VGG-16-BN of ``width`` (1.0: full
+    width, the paper_scratch architecture), pruned by its weights' L1 norms. Latency does not
+    depend on weight values, so no training or data is needed to time it."""
     torch.manual_seed(seed)
-    model = models.build_model(models.vgg16_bn_spec(1.0)).eval()
+    model = models.build_model(models.vgg16_bn_spec(width)).eval()
     pruned = half_flops_models(model, weight_magnitude(model)["filter"], input_size)
-    return speed_benchmark(model, pruned, input_size, label="VGG-16-BN width 1.0 (untrained)")
+    return speed_benchmark(model, pruned, input_size, label=f"VGG-16-BN width {width} (untrained)")
+
+
+def main(argv: list[str] | None = None) -> pd.DataFrame:
+    """``python -m helpers.sweeps``: the speed benchmark alone, printed (about a minute)."""
+    import argparse
+    from .results import speed_finding
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--width", type=float, default=1.0, help="VGG-16-BN width multiplier (default 1.0)")
+    parser.add_argument("--input-size", type=int, default=32, help="image side in pixels (default 32)")
+    args = parser.parse_args(argv)
+    if not 0 < args.width <= 4 or args.input_size < 32:
+        parser.error(f"need 0 < --width <= 4 and --input-size >= 32 (five 2x poolings), "
+                     f"got --width {args.width} --input-size {args.input_size}")
+    bench = untrained_speed_benchmark(args.input_size, width=args.width)
+    print(bench.round(3).to_string(index=False))
+    print(speed_finding(bench))
+    return bench
+
+
+if __name__ == "__main__":
+    main()

@@ -218,3 +218,14 @@ def test_latency_side_by_side_times_every_model():
     a, b = _vgg(), _vgg()
     t = measure.latency_side_by_side({"a": a, "b": b}, batch=2, repeats=3, warmup=1)
     assert set(t) == {"a", "b"} and all(v > 0 for v in t.values())
+
+
+def test_speed_benchmark_command_prints_the_table_and_the_verdict(capsys):
+    from helpers import sweeps
+    bench = sweeps.main(["--width", "0.0625"])
+    out = capsys.readouterr().out
+    assert "speedup_over_flops_ratio" in out and "Target met at both batch sizes by" in out
+    assert (bench["model"] == "VGG-16-BN width 0.0625 (untrained)").all() and len(bench) == 8
+    with pytest.raises(SystemExit):
+        sweeps.main(["--width", "0"])
+    assert "need 0 < --width <= 4" in capsys.readouterr().err
