@@ -1,6 +1,8 @@
 """The experiments of notebooks 03 and 04: pruning sweeps and side-by-side measurements."""
 from __future__ import annotations
 
+import argparse
+
 import pandas as pd
 import torch
 from torch import nn
@@ -9,6 +11,7 @@ from tqdm.auto import tqdm
 from . import config, measure, models, pruning
 from .criteria import weight_magnitude
 from .data import Data, batches
+from .results import speed_finding
 from .training import evaluate
 
 
@@ -60,7 +63,8 @@ def structured_point(model: nn.Module, pruned: nn.Module, d: Data, p: config.Pro
     """Accuracy without fine-tuning (plain and BatchNorm-recalibrated) and cost of ``pruned``."""
     plain = evaluate(pruned, d.val, p.eval_batch_size, p.input_size)
     recal = evaluate(recalibrated(pruned, d, p), d.val, p.eval_batch_size, p.input_size)
-    row = {"filters_removed": pruning.filters_removed(model, pruning.kept_filters(pruned)), "val_acc": plain["acc"], "val_loss": plain["loss"],
+    row = {"filters_removed": pruning.filters_removed(model, pruning.kept_filters(pruned)),
+           "val_acc": plain["acc"], "val_loss": plain["loss"],
            "val_acc_bn_recal": recal["acc"], "val_loss_bn_recal": recal["loss"],
            "parameters": measure.parameters(pruned), "flops": measure.flops(pruned, p.input_size),
            "size_MB": measure.size_on_disk(pruned)["MB"]}
@@ -106,9 +110,10 @@ def half_flops_model(model: nn.Module, filter_scores: dict, input_size: int,
     best, best_gap, seen = None, float("inf"), set()
     for percent in range(20, 41):
         counts = pruning.keep_counts(model, pruning.uniform_allocation(model, percent / 100), round_to)
-        if tuple(counts.values()) in seen:
+        key = tuple(counts.values())
+        if key in seen:  # rounding maps neighbouring fractions to the same counts
             continue
-        seen.add(tuple(counts.values()))
+        seen.add(key)
         pruned = pruning.prune_filters(model, filter_scores, counts, input_size)
         gap = abs(base / measure.flops(pruned, input_size) - 2)
         if gap < best_gap:
@@ -133,20 +138,19 @@ def speed_benchmark(model: nn.Module, pruned: dict[str, nn.Module], input_size: 
     (interleaved rounds, 2 threads), in each of ``FORMS`` (as trained, and with BatchNorm
     folded into the convolutions), with the FLOPs ratio the speed-up should follow."""
     base_flops = measure.flops(model, input_size)
+    cost = {name: {"filters_removed": pruning.filters_removed(model, pruning.kept_filters(m)),
+                   "flops_ratio": base_flops / measure.flops(m, input_size)} for name, m in pruned.items()}
     nets = {"baseline": model, **pruned}
     timed = {(form, name): to_form(m) for form, to_form in FORMS.items() for name, m in nets.items()}
     rows = []
     for batch, repeats in ((1, 100), (256, 7)):
         t = measure.latency_side_by_side(timed, batch, input_size, repeats=repeats)
         for form in FORMS:
-            for name, m in pruned.items():
-                flops_ratio = base_flops / measure.flops(m, input_size)
+            for name in pruned:
                 speedup = t[(form, "baseline")] / t[(form, name)]
-                rows.append({"model": label, "pruned": name, "form": form, "batch": batch,
-                             "filters_removed": pruning.filters_removed(model, pruning.kept_filters(m)),
+                rows.append({"model": label, "pruned": name, "form": form, "batch": batch, **cost[name],
                              "baseline_ms": 1e3 * t[(form, "baseline")], "pruned_ms": 1e3 * t[(form, name)],
-                             "speedup": speedup, "flops_ratio": flops_ratio,
-                             "speedup_over_flops_ratio": speedup / flops_ratio})
+                             "speedup": speedup, "speedup_over_flops_ratio": speedup / cost[name]["flops_ratio"]})
     return pd.DataFrame(rows)
 
 
@@ -162,8 +166,6 @@ def untrained_speed_benchmark(input_size: int, seed: int = 0, width: float = 1.0
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     """``python -m helpers.sweeps``: the speed benchmark alone, printed (about a minute)."""
-    import argparse
-    from .results import speed_finding
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--width", type=float, default=1.0, help="VGG-16-BN width multiplier (default 1.0)")
     parser.add_argument("--input-size", type=int, default=32, help="image side in pixels (default 32)")
