@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +51,9 @@ class Profile:
     finetune_epochs: float = 4.0       # fine-tuning budget per schedule, in epochs of optimizer steps
     finetune_lr: float = 0.05          # peak learning rate of fine-tuning (cosine)
     iterative_step: float = 0.05       # fraction of the original filters removed per iterative step
+    ref_per_class: int = 10            # reference (training) images per class for data-driven scores
     compile_quantized: bool = True     # run quantized models through torch.compile (int8 kernels)
+    full_width_benchmark: bool = True  # notebook 04 also times full-width VGG-16-BN (about 90 s)
 
     def __post_init__(self):
         validate(self)
@@ -73,7 +75,7 @@ _CHOICES = {
     "schedule": ("onecycle", "cosine"),
 }
 _POSITIVE = ("width", "input_size", "epochs", "batch_size", "lr", "eval_batch_size",
-             "finetune_epochs", "finetune_lr", "iterative_step")
+             "finetune_epochs", "finetune_lr", "iterative_step", "ref_per_class")
 _NON_NEGATIVE = ("val_per_class", "momentum", "weight_decay", "label_smoothing", "seed",
                  "synthetic_train_per_class", "synthetic_test_per_class")
 
@@ -82,7 +84,7 @@ PROFILES: dict[str, dict] = {
     "smoke": dict(dataset="synthetic", width=0.125, epochs=5, batch_size=32, lr=0.1,
                   val_per_class=2, synthetic_train_per_class=24, synthetic_test_per_class=4,
                   eval_batch_size=200, finetune_epochs=1.0, finetune_lr=0.02, iterative_step=0.25,
-                  compile_quantized=False),
+                  ref_per_class=2, compile_quantized=False, full_width_benchmark=False),
     # The default: real CIFAR-100 on 2 CPU cores, VGG-16-BN at width 0.25.
     "cpu": dict(),
     # A GPU machine with internet: the original report's torchvision VGG-16 setup.

@@ -16,7 +16,6 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 from zennit.attribution import Gradient
 from zennit.canonizers import SequentialMergeBatchNorm
 from zennit.composites import (EpsilonAlpha2Beta1, EpsilonGammaBox, SpecialFirstLayerMapComposite,
@@ -25,7 +24,7 @@ from zennit.core import BasicHook, Stabilizer
 from zennit.rules import ClampMod, Epsilon, Flat
 from zennit.types import Convolution, Linear
 
-from . import config
+from . import progress
 from .data import MEAN, NUM_CLASSES, STD, Split, batches
 
 EPSILON = 1e-6  # the stabiliser zennit uses by default
@@ -273,8 +272,7 @@ def _zeros(model: nn.Module) -> dict:
 
 
 def _ref_batches(ref: Split, batch_size: int, size: int, dtype=torch.float32):
-    for x, y in tqdm(batches(ref, batch_size, size), total=-(-len(ref) // batch_size),
-                     leave=False, disable=config.quiet()):
+    for x, y in progress.bar(batches(ref, batch_size, size), total=-(-len(ref) // batch_size)):
         yield x.to(dtype).requires_grad_(True), y
 
 

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from . import config
+from .checkpoint import atomic_write
 
 FOLDER = "cifar-100-python"
 URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
@@ -71,13 +72,44 @@ def download(root: Path) -> None:
             "(or the notebook's data_dir parameter) at the folder that contains it.") from err
 
 
+# What the official pickles (protocol 2, Python 2) and their protocol-4/5 re-saves reference:
+# NumPy's array reconstruction and ``_codecs.encode`` for byte strings. Nothing else is admitted.
+_PICKLE_GLOBALS = {
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+    *((f"numpy.{core}.multiarray", fn) for core in ("core", "_core") for fn in ("_reconstruct", "scalar")),
+    *((f"numpy.{core}.numeric", "_frombuffer") for core in ("core", "_core")),
+}
+
+
+class UnsafePickleError(DataError):
+    """A data pickle that references something other than plain data and NumPy arrays."""
+
+
+class _DataUnpickler(pickle.Unpickler):
+    """Admits dicts, lists, strings, bytes, numbers and NumPy arrays only: the promise
+    ``torch.load(..., weights_only=True)`` makes for checkpoints, made for the data files."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _PICKLE_GLOBALS:
+            raise UnsafePickleError(f"refers to {module}.{name}, which a CIFAR-100 file never holds")
+        return super().find_class(module, name)
+
+
+def safe_unpickle(f) -> object:
+    """``pickle.load(f, encoding="latin1")`` restricted to plain data and NumPy arrays."""
+    return _DataUnpickler(f, encoding="latin1").load()
+
+
 def _unpickle(path: Path) -> dict:
     try:
         with open(path, "rb") as f:
-            obj = pickle.load(f, encoding="latin1")
+            obj = safe_unpickle(f)
     except FileNotFoundError:
         raise DataError(f"{path} is missing: the {FOLDER} folder needs 'train', 'test' "
                         "and 'meta'") from None
+    except UnsafePickleError as err:
+        raise UnsafePickleError(f"{path} was refused without running it: it {err}. Replace it "
+                                f"with the official file ({URL})") from None
     except Exception as err:
         raise DataError(f"{path} is not a readable CIFAR-100 pickle ({err})") from None
     if not isinstance(obj, dict):
@@ -153,10 +185,7 @@ def write_synthetic_cifar100(folder: Path, train_per_class: int, test_per_class:
 
 
 def _pickle_atomic(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        pickle.dump(obj, f, protocol=4)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: tmp.write_bytes(pickle.dumps(obj, protocol=4)))
 
 
 def _sample_per_class(y: torch.Tensor, per_class: int, seed: int, keep_one: bool) -> torch.Tensor:

@@ -16,9 +16,12 @@ from pathlib import Path
 import pandas as pd
 from torch import nn
 
-from . import config, criteria, measure, models, pruning
+from . import config, criteria, measure, models, progress, pruning
 from .data import Data, Split
 from .training import evaluate, fit, load_model, save_model, steps_per_epoch
+
+
+SCHEDULES = ("oneshot", "iterative")
 
 
 def finetune_profile(p: config.Profile, lr: float, schedule: str = "cosine") -> config.Profile:
@@ -60,6 +63,7 @@ def iterative(model: nn.Module, d: Data, ref: Split, p: config.Profile, folder: 
     shares = [steps // len(targets) + (i < steps % len(targets)) for i in range(len(targets))]
     histories = []
     for i, (goal, share) in enumerate(zip(targets, shares), start=1):
+        progress.line(f"iterative {criterion}: step {i}/{len(targets)}, to {goal:.0%} of the filters removed")
         done = Path(folder) / f"step{i:02d}.pt"
         if done.exists():
             model, obj = load_model(done)
@@ -120,7 +124,8 @@ def ratio_sweep(baseline: nn.Module, filter_scores: dict[str, dict], d: Data, p:
         pruning._check_fraction("sweep ratio", r)
     runs = [("none", 0.0)] + [(name, r) for name in filter_scores for r in ratios]
     rows = []
-    for name, r in runs:
+    for i, (name, r) in enumerate(runs, start=1):
+        progress.line(f"fine-tuned sweep: run {i}/{len(runs)}, {name} at {r:.0%} of the filters removed")
         if name == "none":
             model = copy.deepcopy(baseline)
         else:

@@ -23,10 +23,24 @@ def nonzero_parameters(model: nn.Module) -> int:
 
 
 def state_dict_bytes(state: dict) -> int:
-    """Bytes that ``torch.save(state)`` writes: the model's size on disk."""
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    return buf.getbuffer().nbytes
+    """Bytes that ``torch.save(state)`` writes: the model's size on disk (counted as written,
+    not held in memory)."""
+    counter = _ByteCounter()
+    torch.save(state, counter)
+    return counter.n
+
+
+class _ByteCounter(io.RawIOBase):
+    """A write-only stream that keeps the count of bytes written and nothing else."""
+
+    n = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b) -> int:
+        self.n += len(b)
+        return len(b)
 
 
 def size_on_disk(model: nn.Module) -> dict:

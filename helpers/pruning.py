@@ -17,7 +17,7 @@ import torch_pruning as tp
 from torch import nn
 from torch.nn.utils import prune
 
-from .criteria import ScoreError, check_scores, filter_layers, normalize_per_layer, weight_layers
+from .criteria import check_scores, filter_layers, normalize_per_layer, weight_layers
 
 
 class PruningError(ValueError):
@@ -91,8 +91,50 @@ def report_allocation(model: nn.Module, weight_scores: dict, sparsity: float,
     """The original report's: prune weights globally to ``sparsity`` with ``weight_scores``,
     read each filter layer's sparsity, subtract ``margin``; those are the filter ratios."""
     _check_fraction("margin", margin)
-    profile = sparsity_profile(unstructured_prune(model, weight_scores, sparsity))
+    profile = global_layer_sparsity(model, weight_scores, sparsity)
     return {n: min(max(profile[n] - margin, 0.0), 0.99) for n in filter_layers(model)}
+
+
+def global_layer_sparsity(model: nn.Module, scores: dict, sparsity: float) -> dict[str, float]:
+    """Per-layer sparsity that :func:`unstructured_prune` to ``sparsity`` gives, without building
+    the pruned model: the ``round(sparsity * N)`` weights of lowest float32 ``|score|`` are those
+    at or below one global threshold (:func:`_kth_smallest`). Memory stays near one copy of the
+    scores, where ``torch.nn.utils.prune`` holds masks, a model copy and a top-k of all N
+    (7 GB more for torchvision VGG-16). Weights tied at the threshold are removed in layer
+    order; the library's top-k leaves their order unspecified."""
+    _check_fraction("sparsity", sparsity)
+    check_scores(model, scores, "weight")
+    bits = {n: _abs_bits(scores["weight"][n]) for n in weight_layers(model)}
+    k = round(sparsity * sum(b.numel() for b in bits.values()))
+    threshold = _kth_smallest(list(bits.values()), k)
+    ties = k - sum(int(torch.count_nonzero(b < threshold)) for b in bits.values())
+    out = {}
+    for n, b in bits.items():
+        take = min(ties, int(torch.count_nonzero(b == threshold)))
+        ties -= take
+        out[n] = (int(torch.count_nonzero(b < threshold)) + take) / b.numel()
+    return out
+
+
+def _abs_bits(score: torch.Tensor) -> torch.Tensor:
+    """``|score|`` as float32 viewed as int32: non-negative floats order like their bits."""
+    s = score.detach().to(torch.float32).flatten()
+    s = s.abs() if s.data_ptr() == score.data_ptr() else s.abs_()  # never change the caller's scores
+    return s.view(torch.int32)
+
+
+def _kth_smallest(values: list[torch.Tensor], k: int) -> int:
+    """The ``k``-th smallest (1-based; ``k = 0`` gives -1) of non-negative int32 ``values``: a
+    histogram of their top 16 bits finds the bin that holds it, ``torch.kthvalue`` finishes
+    inside that bin. Two passes, no sort or copy of all values."""
+    if k == 0:
+        return -1
+    hist = sum(torch.bincount(v >> 16, minlength=1 << 15) for v in values)
+    cum = hist.cumsum(0)
+    top = int(torch.searchsorted(cum, k))  # first bin whose cumulative count reaches k
+    before = int(cum[top - 1]) if top else 0
+    inside = torch.cat([v[(v >> 16) == top] for v in values])
+    return int(torch.kthvalue(inside, k - before).values)
 
 
 def uniform_allocation(model: nn.Module, ratio: float) -> dict[str, float]:
@@ -137,6 +179,25 @@ def global_counts(model: nn.Module, filter_scores: dict, ratio: float) -> dict[s
     n_keep = len(flat) - round(ratio * len(flat))
     kept = torch.bincount(owner[order[:n_keep]], minlength=len(names))
     return {n: max(1, int(kept[i])) for i, n in enumerate(names)}
+
+
+ALLOCATIONS = {
+    # the original report's: per-layer sparsity of an unstructured pass, minus a margin
+    "report": lambda model, scores, ratio, report_ratios: keep_counts(model, report_ratios),
+    "uniform": lambda model, scores, ratio, report_ratios: keep_counts(model, uniform_allocation(model, ratio)),
+    "global": lambda model, scores, ratio, report_ratios: global_counts(model, scores, ratio),
+}
+"""Allocation name -> how many filters each layer keeps."""
+
+
+def allocation_counts(model: nn.Module, allocation: str, filter_scores: dict, ratio: float,
+                      report_ratios: dict | None = None) -> dict[str, int]:
+    """Filters kept per layer under ``allocation`` ("report" uses ``report_ratios``)."""
+    if allocation not in ALLOCATIONS:
+        raise PruningError(f"unknown allocation {allocation!r}; valid: {', '.join(ALLOCATIONS)}")
+    if allocation == "report" and report_ratios is None:
+        raise PruningError("the 'report' allocation needs report_ratios (pruning.report_allocation)")
+    return ALLOCATIONS[allocation](model, filter_scores, ratio, report_ratios)
 
 
 # ----------------------------------------------------------------------------- structured

@@ -21,9 +21,12 @@ def model_metrics(model, test: dict, input_size: int) -> dict:
 
 
 def training_metrics(history: pd.DataFrame) -> dict:
-    """Epochs, training wall time (minutes, summed over epochs) and mean images/s."""
-    return {"epochs": len(history), "train_minutes": round(history["epoch_s"].sum() / 60, 2),
-            "train_img_per_s": round(history["img_per_s"].mean(), 1)}
+    """Epochs, training time (minutes, summed over every epoch, so over every segment of a
+    resumed run) and throughput (images over that time)."""
+    seconds = history["epoch_s"].sum()
+    images = (history["img_per_s"] * history["epoch_s"]).sum()
+    return {"epochs": len(history), "train_minutes": round(seconds / 60, 2),
+            "train_img_per_s": round(images / seconds, 1)}
 
 
 def write_table(df: pd.DataFrame, folder: Path, name: str) -> Path:

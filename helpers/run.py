@@ -1,7 +1,11 @@
 """Run the numbered notebooks in order with papermill: ``python -m helpers.run --profile cpu``.
 
-Executed copies go to ``artifacts/<profile>/notebooks/``. The first failing notebook stops
-the run with exit code 1 and a message naming the notebook and the cell.
+Every parameter is checked against every selected notebook before the first kernel starts.
+Executed copies go to ``artifacts/<profile>/notebooks/``; a notebook that ran to completion
+in this invocation is then published to ``figures/<profile>/notebooks/`` (atomically, without
+machine-specific metadata). The first failing notebook stops the run with exit code 1, a
+message naming the notebook and the cell, and its executed copy left under ``artifacts/``:
+what was published before stays as it was.
 """
 from __future__ import annotations
 
@@ -11,7 +15,28 @@ import sys
 import time
 from pathlib import Path
 
-from . import checkpoint, config
+from jupyter_client.manager import AsyncKernelManager
+
+from . import checkpoint, config, params, progress
+
+
+class RunError(ValueError):
+    """A run that cannot start: no notebook selected, or a bad parameter."""
+
+
+class IPCKernelManager(AsyncKernelManager):
+    """Kernels talk to the runner over local IPC sockets in the runtime folder rather than
+    unencrypted TCP on loopback (which ipykernel warns about on every start)."""
+
+    def __init__(self, **kwargs):
+        import uuid
+        from jupyter_core.paths import jupyter_runtime_dir
+        runtime = Path(jupyter_runtime_dir())
+        runtime.mkdir(parents=True, exist_ok=True)
+        kwargs.setdefault("transport", "ipc")
+        # absolute, so kernel and client agree whatever their working folders
+        kwargs.setdefault("ip", str(runtime / f"kernel-{uuid.uuid4().hex[:12]}-ipc"))
+        super().__init__(**kwargs)
 
 
 def notebooks(folder: Path = config.NOTEBOOKS_DIR) -> list[Path]:
@@ -19,30 +44,125 @@ def notebooks(folder: Path = config.NOTEBOOKS_DIR) -> list[Path]:
     return sorted(p for p in Path(folder).glob("[0-9][0-9]_*.ipynb"))
 
 
-def declared_parameters(nb: Path) -> set[str]:
-    """Names in the notebook's cell tagged ``parameters``."""
+def select(folder: Path, only: list[str] | None) -> list[Path]:
+    """The notebooks of ``folder`` whose name starts with one of ``only`` (all when empty)."""
+    every = notebooks(folder)
+    chosen = [nb for nb in every if not only or any(nb.name.startswith(o) for o in only)]
+    if not chosen:
+        raise RunError(f"--only {' '.join(only or [])} matches no notebook; valid: "
+                       f"{', '.join(nb.stem for nb in every) or f'none in {folder}'}")
+    return chosen
+
+
+def declared_parameters(nb: Path) -> dict[str, str]:
+    """Name -> declared type of the parameters in the notebook's ``parameters`` cell."""
     import papermill as pm
-    return set(pm.inspect_notebook(str(nb)))
+    return {name: info["inferred_type_name"] for name, info in pm.inspect_notebook(str(nb)).items()}
 
 
-def check_parameters(nbs: list[Path], parameters: dict) -> None:
-    """Every given parameter must be declared by at least one of ``nbs``."""
-    valid = set().union(*(declared_parameters(nb) for nb in nbs)) if nbs else set()
-    unknown = sorted(set(parameters) - valid)
+def given_parameters(nb: Path, profile: str, parameters: dict) -> dict:
+    """The ones of ``{profile, **parameters}`` that ``nb`` declares."""
+    declared = declared_parameters(nb)
+    return {k: v for k, v in {"profile": profile, **parameters}.items() if k in declared}
+
+
+def check_parameters(nbs: list[Path], profile: str, parameters: dict) -> None:
+    """Every parameter must be declared by one of ``nbs`` and valid for each notebook that
+    declares it (:mod:`helpers.params`). Raises :class:`RunError` before anything runs."""
+    declared = {nb: declared_parameters(nb) for nb in nbs}
+    unknown = sorted(set(parameters) - set().union(*declared.values()))
     if unknown:
-        raise ValueError(f"unknown notebook parameter(s) {', '.join(unknown)}; "
-                         f"valid parameters: {', '.join(sorted(valid))}")
+        raise RunError(f"unknown notebook parameter(s) {', '.join(unknown)}; valid parameters: "
+                       f"{', '.join(sorted(set().union(*declared.values())))}")
+    for nb in nbs:
+        if nb.stem in params.NOTEBOOKS:
+            try:
+                params.check(nb.stem, given_parameters(nb, profile, parameters))
+            except params.ParameterError as err:
+                raise RunError(f"{nb.name}: {err}") from None
+
+
+def _announce(name: str):
+    """A hook printing each code cell as it starts: ``cell 3: first line`` (the cell numbers of
+    papermill's output notebook, as in a failure message)."""
+    def on_cell_execute(cell, cell_index):
+        first = next((s for s in cell.source.splitlines() if s.strip() and not s.startswith("#")), "")
+        print(f"  [{name}] cell {cell_index}: {first[:90]}", file=sys.stderr, flush=True)
+    return on_cell_execute
 
 
 def run_one(nb: Path, out_dir: Path, profile: str, parameters: dict) -> float:
-    """Execute ``nb`` into ``out_dir`` with the parameters it declares; return seconds taken."""
+    """Execute ``nb`` into ``out_dir`` with the parameters it declares; return seconds taken.
+
+    The kernel gets ``$TQDM_DISABLE`` (no progress widgets stored in the notebook) and
+    ``$LRP_PROGRESS`` (long loops print progress lines to this terminal instead)."""
     import papermill as pm
-    declared = declared_parameters(nb)
-    given = {k: v for k, v in {"profile": profile, **parameters}.items() if k in declared}
+    env = {"TQDM_DISABLE": "1", progress.ENV: nb.stem}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     start = time.perf_counter()
-    pm.execute_notebook(str(nb), str(out_dir / nb.name), parameters=given,
-                        cwd=str(nb.parent), progress_bar=False, log_output=False)
+    try:
+        pm.execute_notebook(str(nb), str(out_dir / nb.name), parameters=given_parameters(nb, profile, parameters),
+                            cwd=str(nb.parent), progress_bar=False, log_output=False,
+                            kernel_manager_class=IPCKernelManager, on_cell_execute=_announce(nb.stem))
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
     return time.perf_counter() - start
+
+
+KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+"""What JupyterLab writes for ipykernel: a notebook saved with it is not marked modified on opening."""
+
+
+def peak_memory_gib() -> float:
+    """Largest resident memory of any kernel (child process) this run has waited for, in GiB."""
+    import resource
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / (1 << 20)
+
+
+def publish(executed: Path, folder: Path) -> Path:
+    """Copy an executed notebook to ``folder`` atomically, without papermill's machine-specific
+    metadata (paths, timestamps)."""
+    import nbformat
+    nb = nbformat.read(executed, as_version=4)
+    nb.metadata.pop("papermill", None)
+    nb.metadata["kernelspec"] = dict(KERNELSPEC)
+    for cell in nb.cells:
+        cell.metadata.pop("papermill", None)
+        cell.metadata.pop("execution", None)
+    return checkpoint.save_text(nbformat.writes(nb), Path(folder) / executed.name)
+
+
+def run_all(profile: str, only: list[str] | None = None, parameters: dict | None = None,
+            folder: Path = config.NOTEBOOKS_DIR) -> dict:
+    """Run the notebooks of ``folder`` (or those whose name starts with one of ``only``) in
+    order, publishing each as it completes; returns the wall time of each, also saved to
+    ``artifacts/<profile>/notebook_times.json``."""
+    import papermill as pm
+    p = config.get_profile(profile)
+    parameters = parameters or {}
+    selected = select(folder, only)
+    check_parameters(selected, profile, parameters)
+    out_dir = p.artifacts / "notebooks"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    times, record = {}, p.artifacts / "notebook_times.json"
+    for nb in selected:
+        print(f"[{profile}] running {nb.name} ...", flush=True)
+        try:
+            times[nb.name] = run_one(nb, out_dir, profile, parameters)
+        except pm.PapermillExecutionError as err:
+            raise SystemExit(f"FAILED: {nb.name}, cell {err.cell_index} (execution count "
+                             f"{err.exec_count}): {err.ename}: {err.evalue}\n"
+                             f"executed copy with the traceback (not published): {out_dir / nb.name}") from None
+        publish(out_dir / nb.name, p.figures / "notebooks")
+        print(f"[{profile}] {nb.name} done in {times[nb.name]:.0f} s; largest kernel so far "
+              f"{peak_memory_gib():.2f} GiB resident", flush=True)
+        # after every notebook, so an interrupted series keeps the times it measured;
+        # a partial run updates its notebooks' entries only
+        earlier = checkpoint.load_json(record) if record.exists() else {}
+        checkpoint.save_json({**earlier, nb.name: times[nb.name]}, record)
+    return times
 
 
 def store_smoke_outputs(nbs: list[Path] | None = None) -> None:
@@ -58,46 +178,34 @@ def store_smoke_outputs(nbs: list[Path] | None = None) -> None:
     for nb_path in nbs or notebooks():
         nb = nbformat.read(nb_path, as_version=4)
         NotebookClient(nb, kernel_name="python3", record_timing=False, timeout=1200,
+                       kernel_manager_class=IPCKernelManager,
                        resources={"metadata": {"path": str(nb_path.parent)}}).execute()
-        nbformat.write(nb, nb_path)
+        nb.metadata["kernelspec"] = dict(KERNELSPEC)
+        checkpoint.save_text(nbformat.writes(nb), nb_path)
         print("stored outputs of", nb_path.name, flush=True)
 
 
-def run_all(profile: str, only: list[str] | None = None, parameters: dict | None = None,
-            folder: Path = config.NOTEBOOKS_DIR) -> dict:
-    """Run every notebook in ``folder`` (or those whose name starts with one of ``only``) in
-    order; returns the wall time of each, also saved to ``artifacts/<profile>/notebook_times.json``."""
-    import papermill as pm
-    p = config.get_profile(profile)
-    out_dir = p.artifacts / "notebooks"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    selected = [nb for nb in notebooks(folder) if not only or any(nb.name.startswith(o) for o in only)]
-    check_parameters(selected, parameters or {})
-    times, record = {}, p.artifacts / "notebook_times.json"
-    for nb in selected:
-        print(f"[{profile}] running {nb.name} ...", flush=True)
-        try:
-            times[nb.name] = run_one(nb, out_dir, profile, parameters or {})
-        except pm.PapermillExecutionError as err:
-            raise SystemExit(f"FAILED: {nb.name}, cell {err.cell_index} (execution count "
-                             f"{err.exec_count}): {err.ename}: {err.evalue}\n"
-                             f"executed copy with the traceback: {out_dir / nb.name}") from None
-        print(f"[{profile}] {nb.name} done in {times[nb.name]:.0f} s", flush=True)
-        # after every notebook, so an interrupted series keeps the times it measured;
-        # a partial run updates its notebooks' entries only
-        earlier = checkpoint.load_json(record) if record.exists() else {}
-        checkpoint.save_json({**earlier, nb.name: times[nb.name]}, record)
-    publish_notebooks(profile)
-    return times
+EPILOG = f"""\
+The default profile is {config.DEFAULT_PROFILE!r} (or $LRP_PROFILE when set).
+-p NAME VALUE reads VALUE as YAML: numbers as numbers, lists in brackets
+(-p criteria_names '[lrp, weight]'; a bare word where a list is expected is refused),
+null for "the profile's value". Every value is checked against every selected notebook
+before the first one starts.
+
+Notebook parameters:
+{params.help_text()}
+"""
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--profile", default=os.environ.get(config.PROFILE_ENV, config.DEFAULT_PROFILE),
-                    help=f"one of {', '.join(config.PROFILES)}")
-    ap.add_argument("--only", nargs="*", help="run only notebooks whose name starts with these")
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=EPILOG,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", default=os.environ.get(config.PROFILE_ENV) or config.DEFAULT_PROFILE,
+                    help=f"one of {', '.join(config.PROFILES)} (default: {config.DEFAULT_PROFILE})")
+    ap.add_argument("--only", nargs="+", metavar="NN",
+                    help="run only the notebooks whose name starts with these (e.g. --only 05 06)")
     ap.add_argument("-p", "--parameter", nargs=2, action="append", default=[],
-                    metavar=("NAME", "VALUE"), help="a notebook parameter (value read as YAML)")
+                    metavar=("NAME", "VALUE"), help="a notebook parameter, VALUE read as YAML")
     ap.add_argument("--store-smoke-outputs", action="store_true",
                     help="execute notebooks/ in place on the smoke profile (nbval references)")
     args = ap.parse_args(argv)
@@ -106,30 +214,10 @@ def main(argv=None) -> None:
     if args.profile not in config.PROFILES:
         ap.error(f"unknown profile {args.profile!r}; valid profiles: {', '.join(config.PROFILES)}")
     import yaml
-    params = {name: yaml.safe_load(value) for name, value in args.parameter}
     try:
-        run_all(args.profile, args.only, params)
-    except ValueError as err:
+        run_all(args.profile, args.only, {name: yaml.safe_load(value) for name, value in args.parameter})
+    except (RunError, yaml.YAMLError) as err:
         ap.error(str(err))
-
-
-def publish_notebooks(profile: str) -> list[Path]:
-    """Copy the executed notebooks of ``profile`` to ``figures/<profile>/notebooks/``, without
-    papermill's machine-specific metadata (paths, timestamps)."""
-    import nbformat
-    p = config.get_profile(profile)
-    out = p.figures / "notebooks"
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for src in notebooks(p.artifacts / "notebooks"):
-        nb = nbformat.read(src, as_version=4)
-        nb.metadata.pop("papermill", None)
-        for cell in nb.cells:
-            cell.metadata.pop("papermill", None)
-            cell.metadata.pop("execution", None)
-        checkpoint.save_text(nbformat.writes(nb), out / src.name)
-        written.append(out / src.name)
-    return written
 
 
 if __name__ == "__main__":

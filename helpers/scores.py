@@ -6,7 +6,6 @@ import hashlib
 from pathlib import Path
 
 import pandas as pd
-import torch
 from torch import nn
 
 from . import checkpoint

@@ -6,9 +6,8 @@ import argparse
 import pandas as pd
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-from . import config, measure, models, pruning
+from . import config, measure, models, progress, pruning
 from .criteria import weight_magnitude
 from .data import Data, batches
 from .results import speed_finding
@@ -20,7 +19,7 @@ def unstructured_sweep(model: nn.Module, all_scores: dict[str, dict], d: Data, p
     """Validation accuracy and loss of global unstructured pruning, no fine-tuning."""
     rows = []
     for name, s in all_scores.items():
-        for sp in tqdm(sparsities, desc=name, leave=False, disable=config.quiet()):
+        for sp in progress.steps(sparsities, f"unstructured {name}, sparsity"):
             pruned = pruning.unstructured_prune(model, s, sp)
             val = evaluate(pruned, d.val, p.eval_batch_size, p.input_size)
             rows.append({"criterion": name, "sparsity": sp,
@@ -73,28 +72,13 @@ def structured_point(model: nn.Module, pruned: nn.Module, d: Data, p: config.Pro
     return row
 
 
-ALLOCATIONS = ("report", "uniform", "global")
-
-
-def allocation_counts(model: nn.Module, allocation: str, filter_scores: dict, ratio: float,
-                      report_ratios: dict | None = None) -> dict[str, int]:
-    """Filters kept per layer under ``allocation`` ("report" uses ``report_ratios``)."""
-    if allocation == "report":
-        return pruning.keep_counts(model, report_ratios)
-    if allocation == "uniform":
-        return pruning.keep_counts(model, pruning.uniform_allocation(model, ratio))
-    if allocation == "global":
-        return pruning.global_counts(model, filter_scores, ratio)
-    raise ValueError(f"unknown allocation {allocation!r}; valid: {', '.join(ALLOCATIONS)}")
-
-
 def structured_sweep(model: nn.Module, all_scores: dict[str, dict], d: Data, p: config.Profile,
                      ratios: list[float], allocation: str = "global") -> pd.DataFrame:
     """Accuracy (plain and BatchNorm-recalibrated) against the fraction of filters removed."""
     rows = []
     for name, s in all_scores.items():
-        for r in tqdm(ratios, desc=name, leave=False, disable=config.quiet()):
-            counts = allocation_counts(model, allocation, s["filter"], r)
+        for r in progress.steps(ratios, f"structured {name}, fraction of filters"):
+            counts = pruning.allocation_counts(model, allocation, s["filter"], r)
             pruned = pruning.prune_filters(model, s["filter"], counts, p.input_size)
             rows.append({"criterion": name, "ratio": r, **structured_point(model, pruned, d, p)})
     return pd.DataFrame(rows)

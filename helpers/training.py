@@ -11,9 +11,8 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
-from . import checkpoint, config
+from . import checkpoint, config, progress
 from .data import Data, Split, batches
 
 
@@ -59,7 +58,7 @@ def train_epoch(model, split: Split, opt, sched, p: config.Profile, generator, d
     steps = steps if max_steps is None else min(steps, max_steps)
     it = itertools.islice(batches(split, p.batch_size, p.input_size, shuffle=True,
                                   generator=generator, train_augment=True), steps)
-    for x, y in tqdm(it, total=steps, desc=desc, leave=False, mininterval=2, disable=config.quiet()):
+    for x, y in progress.bar(it, total=steps, desc=desc):
         x, y = x.to(dev), y.to(dev)
         with _autocast(dev):
             out = model(x)
@@ -120,6 +119,7 @@ def fit(model: nn.Module, data: Data, p: config.Profile, state_path: Path, spec:
         val = evaluate(model, data.val, p.eval_batch_size, p.input_size)
         row.update(val_loss=val["loss"], val_acc=val["acc"], lr=sched.get_last_lr()[0])
         history.append(row)
+        progress.line(f"{state_path.parent.name}: epoch {row['epoch']}/{n_epochs}, validation {row['val_acc']:.1f} %")
         if best is None or row["val_acc"] > best["val_acc"]:
             best = {"epoch": row["epoch"], "val_acc": row["val_acc"],
                     "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}

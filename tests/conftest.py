@@ -1,7 +1,4 @@
-import os
-
 import pytest
-import torch
 
 from helpers import config, data
 

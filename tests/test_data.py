@@ -132,3 +132,36 @@ def test_staged_real_cifar100():
     mean = train.x.float().div(255).mean(dim=(0, 2, 3))
     assert torch.allclose(mean, torch.tensor([0.5071, 0.4865, 0.4409]), atol=5e-4)
     assert names[0] == "apple"
+
+
+class _RunsCode:
+    """What a crafted data file could carry: unpickling it would call ``os.system``."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_pickle_that_would_run_code_is_refused_without_running_it(tiny_cifar, tmp_path):
+    marker = tmp_path / "pwned"
+    (tiny_cifar / "meta").write_bytes(pickle.dumps({"fine_label_names": _RunsCode(marker)}, protocol=2))
+    with pytest.raises(data.UnsafePickleError, match=r"meta was refused without running it: it refers to "
+                                                     r"(posix|os)\.system"):
+        data.read_cifar100(tiny_cifar)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_plain_data_pickles_load_at_every_protocol(tmp_path, protocol):
+    """The official files are protocol-2 pickles of dicts, lists, strings and NumPy arrays."""
+    obj = {"data": np.arange(12, dtype=np.uint8).reshape(2, 6), "fine_labels": [1, 2],
+           "batch_label": "training batch 1 of 1", "raw": b"\x00\xff", "scale": np.float64(0.5)}
+    (tmp_path / "part").write_bytes(pickle.dumps(obj, protocol=protocol))
+    with open(tmp_path / "part", "rb") as f:
+        got = data.safe_unpickle(f)
+    assert np.array_equal(got["data"], obj["data"]) and got["data"].dtype == np.uint8
+    assert got["fine_labels"] == [1, 2] and got["batch_label"] == obj["batch_label"]
+    assert got["raw"] == b"\x00\xff" and got["scale"] == 0.5

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from helpers import models
+from helpers import config, models
 
 
 def _reference_count(cfg, batch_norm, pool, hidden, classes):
@@ -55,11 +55,62 @@ def test_wrong_weights_for_spec_is_a_clear_error():
         models.build_model({"arch": "vgg16"})
 
 
-def test_imagenet_weights_offline_is_a_clear_error(monkeypatch):
+def _imagenet_state(value=0.01):
+    """torchvision's ImageNet VGG-16 keys and shapes (1000-class head), with cheap values."""
+    import torchvision
+    with torch.device("meta"):
+        ref = torchvision.models.vgg16()
+    return {k: torch.full(v.shape, value) for k, v in ref.state_dict().items()}
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    """No network: torchvision's download raises; torch's hub cache is an empty temporary folder."""
     from torchvision.models import VGG16_Weights
 
-    def offline(self, *a, **k):
+    def no_network(self, *a, **k):
         raise OSError("no network")
-    monkeypatch.setattr(type(VGG16_Weights.IMAGENET1K_V1), "get_state_dict", offline)
-    with pytest.raises(models.ModelError, match="ImageNet VGG-16 weights.*pretrained=False"):
+    monkeypatch.setattr(type(VGG16_Weights.IMAGENET1K_V1), "get_state_dict", no_network)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    return tmp_path
+
+
+def test_imagenet_weights_missing_offline_name_the_file_and_folder(offline):
+    cache = offline / "torch_home" / "hub" / "checkpoints" / "vgg16-397923af.pth"
+    assert models.imagenet_cache_path() == cache
+    with pytest.raises(models.ModelError, match=f"put vgg16-397923af.pth into {cache.parent}.*weights_file"):
         models.load_imagenet_weights(models.build_model(models.vgg16_spec()))
+
+
+def test_imagenet_weights_from_the_hub_cache_offline(offline):
+    path = models.imagenet_cache_path()
+    path.parent.mkdir(parents=True)
+    torch.save(_imagenet_state(), path)
+    model = models.build_model(models.vgg16_spec())
+    head = model.classifier[6].weight.clone()
+    models.load_imagenet_weights(model)
+    assert torch.all(model.features[0].weight == 0.01) and torch.all(model.classifier[3].bias == 0.01)
+    assert torch.equal(model.classifier[6].weight, head)  # the 100-class head keeps its own init
+
+
+def test_explicit_weights_file_with_wrong_shape_or_keys(offline):
+    state = _imagenet_state()
+    state["features.0.weight"] = torch.zeros(32, 3, 3, 3)
+    torch.save(state, offline / "wrong_shape.pth")
+    with pytest.raises(models.ModelError, match=r"wrong_shape.pth.*features.0.weight has shape \(32, 3, 3, 3\), "
+                                                r"torchvision's VGG-16 has \(64, 3, 3, 3\)"):
+        models.load_imagenet_weights(models.build_model(models.vgg16_spec()), offline / "wrong_shape.pth")
+    state = _imagenet_state()
+    state["extra.weight"] = state.pop("features.0.weight")
+    torch.save(state, offline / "wrong_keys.pth")
+    with pytest.raises(models.ModelError, match=r"wrong_keys.pth.*missing features.0.weight.*unexpected extra.weight"):
+        models.load_imagenet_weights(models.build_model(models.vgg16_spec()), offline / "wrong_keys.pth")
+    with pytest.raises(models.ModelError, match="no weights file at .*absent.pth"):
+        models.load_imagenet_weights(models.build_model(models.vgg16_spec()), offline / "absent.pth")
+
+
+def test_explicit_weights_file_offline(offline):
+    torch.save(_imagenet_state(0.02), offline / "vgg16.pth")
+    p = config.get_profile("paper", weights_file=str(offline / "vgg16.pth"))
+    model = models.create_model(p)
+    assert torch.all(model.features[28].weight == 0.02)

@@ -229,3 +229,30 @@ def test_speed_benchmark_command_prints_the_table_and_the_verdict(capsys):
     with pytest.raises(SystemExit):
         sweeps.main(["--width", "0"])
     assert "need 0 < --width <= 4" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("sparsity", [0.0, 0.3, 0.8, 0.95])
+def test_layer_sparsity_without_pruning_matches_torch_prune(model_and_scores, sparsity):
+    """The memory-light per-layer sparsity equals what torch.nn.utils.prune leaves, exactly."""
+    model, s = model_and_scores
+    prof = pruning.sparsity_profile(pruning.unstructured_prune(model, s, sparsity))
+    light = pruning.global_layer_sparsity(model, s, sparsity)
+    sizes = {n: m.weight.numel() for n, m in criteria.weight_layers(model).items()}
+    assert {n: round(v * sizes[n]) for n, v in light.items()} == {n: round(v * sizes[n]) for n, v in prof.items()}
+
+
+def test_kth_smallest_against_a_sort_with_ties():
+    g = torch.Generator().manual_seed(0)
+    values = [torch.randint(0, 1 << 20, (n,), generator=g, dtype=torch.int32) for n in (50, 3000, 7)]
+    values.append(torch.full((40,), 123_456, dtype=torch.int32))  # a block of ties
+    every = torch.sort(torch.cat(values)).values
+    for k in (1, 2, 500, 1700, len(every)):
+        assert pruning._kth_smallest(values, k) == int(every[k - 1])
+    assert pruning._kth_smallest(values, 0) == -1
+
+
+def test_ties_at_the_threshold_are_removed_in_layer_order():
+    model = nn.Sequential(nn.Conv2d(3, 2, 1), nn.Flatten(), nn.Linear(2, 2))
+    scores = {"weight": {"0": torch.ones(2, 3, 1, 1), "2": torch.ones(2, 2)}}  # 10 equal scores
+    assert pruning.global_layer_sparsity(model, scores, 0.5) == {"0": 5 / 6, "2": 0.0}
+    assert scores["weight"]["0"].min() == 1  # the caller's scores are untouched

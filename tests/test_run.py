@@ -1,35 +1,97 @@
 import nbformat
 import pytest
 
-from helpers import checkpoint, config, run
+from helpers import checkpoint, config, params, run
 
 
 def _notebook(path, *sources):
     nb = nbformat.v4.new_notebook()
-    params = nbformat.v4.new_code_cell('profile: str = ""  # profile name\nvalue: int = 1  # a number')
-    params.metadata["tags"] = ["parameters"]
-    nb.cells = [params] + [nbformat.v4.new_code_cell(s) for s in sources]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    params_cell = nbformat.v4.new_code_cell('profile: str = ""  # profile name\nvalue: int = 1  # a number')
+    params_cell.metadata["tags"] = ["parameters"]
+    nb.cells = [params_cell] + [nbformat.v4.new_code_cell(s) for s in sources]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
     nbformat.write(nb, path)
 
 
-def test_runner_stops_at_first_failure_naming_notebook_and_cell(tmp_path):
+@pytest.fixture
+def figures(tmp_path, monkeypatch):
+    """Published notebooks go to a temporary figures root."""
+    monkeypatch.setattr(config, "FIGURES_ROOT", tmp_path / "figures")
+    return tmp_path / "figures" / "smoke" / "notebooks"
+
+
+def test_runner_stops_at_first_failure_naming_notebook_and_cell(tmp_path, figures, capsys):
     _notebook(tmp_path / "01_ok.ipynb", "x = value + 1")
     _notebook(tmp_path / "02_broken.ipynb", "y = 2", "raise RuntimeError('boom')")
     _notebook(tmp_path / "03_never.ipynb", "open('ran', 'w')")
-    with pytest.raises(SystemExit, match=r"FAILED: 02_broken.ipynb, cell \d.*RuntimeError: boom"):
+    with pytest.raises(SystemExit, match=r"(?s)FAILED: 02_broken.ipynb, cell \d.*RuntimeError: boom.*not published"):
         run.run_all("smoke", folder=tmp_path, parameters={"value": 3})
     out = config.get_profile("smoke").artifacts / "notebooks"
     assert (out / "01_ok.ipynb").exists() and not (out / "03_never.ipynb").exists()
+    assert (out / "02_broken.ipynb").exists()  # the traceback stays under artifacts/ ...
+    assert sorted(p.name for p in figures.iterdir()) == ["01_ok.ipynb"]  # ... and is never published
     assert not (tmp_path / "ran").exists()
     times = checkpoint.load_json(config.get_profile("smoke").artifacts / "notebook_times.json")
     assert list(times) == ["01_ok.ipynb"]  # the notebook that finished keeps its measured time
+    err = capsys.readouterr().err
+    assert "[01_ok] cell 2: x = value + 1" in err  # the runner says which cell is running
 
 
-def test_unknown_notebook_parameter_lists_valid_ones(tmp_path):
+def test_a_failing_notebook_leaves_the_published_copy_untouched(tmp_path, figures):
+    _notebook(tmp_path / "01_flaky.ipynb", "assert value == 1, 'bad value'")
+    run.run_all("smoke", folder=tmp_path)
+    before = (figures / "01_flaky.ipynb").read_bytes()
+    assert "papermill" not in before.decode() and "Kernel is running over TCP" not in before.decode()
+    with pytest.raises(SystemExit, match="bad value"):
+        run.run_all("smoke", folder=tmp_path, parameters={"value": 2})
+    assert (figures / "01_flaky.ipynb").read_bytes() == before
+
+
+def test_only_matching_nothing_is_an_error_and_publishes_nothing(tmp_path, figures, capsys):
     _notebook(tmp_path / "01_ok.ipynb", "x = 1")
-    with pytest.raises(ValueError, match="unknown notebook parameter.*valeu.*valid parameters: profile, value"):
-        run.run_all("smoke", folder=tmp_path, parameters={"valeu": 3})
+    stale = config.get_profile("smoke").artifacts / "notebooks" / "01_ok.ipynb"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("left by an earlier failed run")
+    with pytest.raises(run.RunError, match="--only 99 matches no notebook; valid: 01_ok"):
+        run.run_all("smoke", only=["99"], folder=tmp_path)
+    assert not figures.exists()
+    with pytest.raises(SystemExit) as exit_info:
+        run.main(["--profile", "smoke", "--only", "99"])
+    assert exit_info.value.code != 0 and "matches no notebook" in capsys.readouterr().err
+    assert not figures.exists()
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("criteria_names", "lrp", r"criteria_names must be a list \(YAML: \[lrp\]\), got the string 'lrp'"),
+    ("sweep_ratios", [1.5], r"sweep_ratios item must lie in \(0, 1\), got 1.5"),
+    ("sweep_ratios", [-0.1], r"sweep_ratios item must lie in \(0, 1\), got -0.1"),
+    ("criteria_names", ["lrp", "magic"], "criteria_names item is 'magic'; valid: lrp, weight"),
+    ("epochs", "ten", "epochs must be int, got str 'ten'"),
+    ("lr", -1.0, r"lr must lie in \(0, inf\), got -1.0"),
+    ("valeu", 3, "unknown notebook parameter.*valeu; valid parameters:.*criteria_names"),
+])
+def test_bad_parameters_are_refused_before_any_kernel_starts(name, value, message, figures):
+    """The series' own notebooks: nothing runs, nothing is written."""
+    with pytest.raises(run.RunError, match=message):
+        run.run_all("smoke", parameters={name: value})
+    assert not config.get_profile("smoke").artifacts.exists()
+    assert not figures.exists()
+
+
+def test_cli_reports_bad_parameter_without_running(capsys, figures):
+    with pytest.raises(SystemExit) as exit_info:
+        run.main(["--profile", "smoke", "-p", "criteria_names", "lrp"])
+    assert exit_info.value.code == 2
+    assert "must be a list" in capsys.readouterr().err
+    assert not config.get_profile("smoke").artifacts.exists()
+
+
+def test_help_states_default_profile_list_syntax_and_valid_names(capsys):
+    with pytest.raises(SystemExit):
+        run.main(["--help"])
+    out = capsys.readouterr().out
+    assert "default profile is 'cpu'" in out and "-p criteria_names '[lrp, weight]'" in out
+    assert "composite: str; one of epsilon_plus_flat" in out and "sweep_allocation: str; one of report, uniform, global" in out
 
 
 def test_cli_rejects_unknown_profile(capsys):
@@ -38,7 +100,30 @@ def test_cli_rejects_unknown_profile(capsys):
     assert "valid profiles: smoke, cpu" in capsys.readouterr().err
 
 
-def test_every_series_notebook_has_a_typed_parameters_cell():
+_TYPES = {"int": int, "float": float, "str": str, "bool": bool, "list": list}
+
+
+def test_parameter_rules_match_every_notebooks_parameters_cell():
+    """helpers.params knows exactly the parameters each notebook declares, with their types."""
+    assert [nb.stem for nb in run.notebooks()] == list(params.NOTEBOOKS)
     for nb in run.notebooks():
-        params = run.declared_parameters(nb)
-        assert "profile" in params, nb.name
+        declared = run.declared_parameters(nb)
+        rules = params.NOTEBOOKS[nb.stem]
+        assert set(declared) == set(rules), nb.name
+        for name, type_name in declared.items():
+            optional = type_name.startswith("Optional[")
+            assert rules[name].optional == optional, (nb.name, name)
+            assert rules[name].kind is _TYPES[type_name.removeprefix("Optional[").rstrip("]")], (nb.name, name)
+
+
+def test_notebook_defaults_pass_their_own_rules():
+    import papermill as pm
+    for nb in run.notebooks():
+        defaults = {k: eval(v["default"]) for k, v in pm.inspect_notebook(str(nb)).items()}  # literals only
+        params.check(nb.stem, defaults)
+
+
+def test_cross_parameter_rule():
+    with pytest.raises(params.ParameterError, match=r"step \(0.5\) must not exceed max_sparsity \(0.3\)"):
+        params.check("03_unstructured_pruning", {"step": 0.5, "max_sparsity": 0.3})
+    assert params.check("05_fine_tuning", {"profile": "smoke", "ref_per_class": 3}).ref_per_class == 3

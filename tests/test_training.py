@@ -109,3 +109,31 @@ def test_evaluate_returns_accuracy_and_loss(quick):
     d, model, _ = _setup(quick)
     out = training.evaluate(model, d.test, 100)
     assert set(out) == {"acc", "loss"} and 0 <= out["acc"] <= 100 and out["loss"] > 0
+
+
+def test_resumed_run_reports_the_time_of_every_segment(quick, tmp_path):
+    """Training time and throughput cover all segments of a resumed run, not the last one."""
+    from helpers import report
+    d, model, spec = _setup(quick)
+    first = training.fit(model, d, quick, tmp_path / "s.pt", spec, stop_after=1)
+    _, model, _ = _setup(quick)
+    whole = training.fit(model, d, quick, tmp_path / "s.pt", spec)
+    assert len(first) == 1 and len(whole) == quick.epochs > 1
+    assert whole["epoch_s"].iloc[0] == first["epoch_s"].iloc[0]
+    second = whole.iloc[1:]
+    metrics = report.training_metrics(whole)
+    assert metrics["train_minutes"] == round((first["epoch_s"].sum() + second["epoch_s"].sum()) / 60, 2)
+    images = (first["img_per_s"] * first["epoch_s"]).sum() + (second["img_per_s"] * second["epoch_s"]).sum()
+    assert metrics["train_img_per_s"] == round(images / whole["epoch_s"].sum(), 1)
+
+
+def test_written_files_follow_the_umask(tmp_path):
+    import os
+    old = os.umask(0o022)
+    try:
+        path = checkpoint.save_json({"a": 1}, tmp_path / "shared.json")
+        assert (path.stat().st_mode & 0o777) == 0o644
+        os.umask(0o077)
+        assert (checkpoint.save_text("x", tmp_path / "private.txt").stat().st_mode & 0o777) == 0o600
+    finally:
+        os.umask(old)
