@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PROFILE ?= cpu
 export LRP_DATA_DIR ?= $(CURDIR)/data
 
-.PHONY: reproduce test notebooks readme
+.PHONY: reproduce test notebooks readme gpu-check
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,3 +31,7 @@ notebooks: $(VENV)/.installed
 
 readme: $(VENV)/.installed
 	$(PY) -m helpers.report $(PROFILE)
+
+# On a GPU machine: CUDA unit tests, the smoke series on CUDA, training and LRP throughput.
+gpu-check: $(VENV)/.installed
+	$(PY) -m helpers.gpu_check --out $${OUT:-.}/gpu_check.json

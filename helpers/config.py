@@ -23,6 +23,8 @@ DATA_ENV = "LRP_DATA_DIR"
 """Environment variable pointing at the folder that holds ``cifar-100-python/``."""
 ARTIFACTS_ENV = "LRP_ARTIFACTS"
 """Environment variable overriding the artifacts root (default ``artifacts/`` in the repo)."""
+DEVICE_ENV = "LRP_DEVICE"
+"""Environment variable naming the device when the profile's ``device`` is empty."""
 DEFAULT_PROFILE = "cpu"
 
 
@@ -35,7 +37,9 @@ class Profile:
     arch: str = "vgg16_bn"             # vgg16_bn (CIFAR VGG-16-BN) | vgg16 (torchvision)
     width: float = 0.25                # channel multiplier of vgg16_bn
     input_size: int = 32               # images are resized to this before the network
-    pretrained: bool = False           # ImageNet weights (vgg16 only; needs internet)
+    pretrained: bool = False           # ImageNet weights (vgg16 only)
+    weights_file: str = ""             # ImageNet VGG-16 weights file; empty: torch's hub cache, else download
+    device: str = ""                   # cpu | cuda | cuda:N; empty: $LRP_DEVICE, else cuda when present
     val_per_class: int = 50            # validation images held out per class
     epochs: int = 30
     batch_size: int = 128
@@ -118,6 +122,8 @@ def validate(p: Profile) -> None:
         raise ValueError(f"profile parameter 'iterative_step' must be <= 1, got {p.iterative_step}")
     if p.label_smoothing >= 1:
         raise ValueError(f"profile parameter 'label_smoothing' must be < 1, got {p.label_smoothing}")
+    if p.device:
+        parse_device(p.device)
     if p.dataset == "synthetic" and p.synthetic_train_per_class <= p.val_per_class:
         raise ValueError("synthetic_train_per_class must exceed val_per_class "
                          f"({p.synthetic_train_per_class} <= {p.val_per_class})")
@@ -154,6 +160,25 @@ def quiet() -> bool:
     return bool(os.environ.get("CI") or os.environ.get("TQDM_DISABLE"))
 
 
-def device() -> torch.device:
-    """CUDA when present, else CPU: the same code path runs on both."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def device(p: "Profile | None" = None) -> torch.device:
+    """The device models are trained and scored on: the profile's ``device``, else
+    ``$LRP_DEVICE``, else CUDA when present, else CPU. Helpers never move a model they are
+    given; notebooks put each model here explicitly (``model.to(config.device(p))``)."""
+    name = (p.device if p is not None else "") or os.environ.get(DEVICE_ENV, "")
+    return parse_device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def parse_device(name: str) -> torch.device:
+    """``cpu``, ``cuda`` or ``cuda:N`` as a device that exists here; else a ``ValueError`` naming the fix."""
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"unknown device {name!r}; valid: cpu, cuda, cuda:N")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} was asked for, but CUDA is not available here: use device 'cpu' "
+                         f"(or leave device and ${DEVICE_ENV} empty to pick CUDA only where it exists)")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return dev

@@ -26,6 +26,7 @@ from zennit.types import Convolution, Linear
 
 from . import progress
 from .data import MEAN, NUM_CLASSES, STD, Split, batches
+from .models import device_of
 
 EPSILON = 1e-6  # the stabiliser zennit uses by default
 
@@ -179,25 +180,29 @@ def lrp(model: nn.Module, ref: Split, composite: str = "epsilon_plus_flat",
         z.register_hook(on_relevance)
 
     with no_inplace(model), output_hooks(wlayers, record), \
-            Gradient(model, COMPOSITES[composite](*_input_box(size))) as attributor:
-        for x, y in _ref_batches(ref, batch_size, size, _dtype(model)):
+            Gradient(model, COMPOSITES[composite](*_input_box(size, device_of(model)))) as attributor:
+        for x, y in _ref_batches(ref, batch_size, size, model):
             attributor(x, lambda out: F.one_hot(y, out.shape[1]).to(out) * out)
     return scores
 
 
 def lrp_heatmaps(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                  composite: str = "epsilon_plus_flat") -> torch.Tensor:
-    """Input relevance (N, H, W), summed over colour channels, for normalised images x."""
-    low, high = _input_box(x.shape[-1])
+    """Input relevance (N, H, W) on the CPU, summed over colour channels, for normalised images
+    x (computed on the model's device)."""
+    dev = device_of(model)
+    low, high = _input_box(x.shape[-1], dev)
+    x, y = x.to(dev), y.to(dev)
     model.eval()
     with no_inplace(model), Gradient(model, COMPOSITES[composite](low, high)) as attributor:
         out, rel = attributor(x.clone(), lambda o: F.one_hot(y, o.shape[1]).to(o) * o)
-    return rel.sum(1).detach()
+    return rel.sum(1).detach().cpu()
 
 
-def _input_box(size: int):
+def _input_box(size: int, device: torch.device | str = "cpu"):
     """Lowest and highest normalised pixel values, shape (1, 3, size, size) (for ZBox)."""
-    mean, std = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
+    mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(STD, device=device).view(1, 3, 1, 1)
     return ((0 - mean) / std).expand(1, 3, size, size), ((1 - mean) / std).expand(1, 3, size, size)
 
 
@@ -214,7 +219,7 @@ def gradient(model: nn.Module, ref: Split, batch_size: int = 100, size: int = 32
     """|dL/dw| accumulated over the reference data; per filter the L2 norm of its gradient."""
     scores = _zeros(model)
     layers = weight_layers(model)
-    for x, y in _ref_batches(ref, batch_size, size, _dtype(model)):
+    for x, y in _ref_batches(ref, batch_size, size, model):
         grads = _loss_gradients(model, x, y, layers)
         for n, g in grads.items():
             scores["weight"][n] += g.abs().double()
@@ -238,7 +243,7 @@ def taylor(model: nn.Module, ref: Split, batch_size: int = 100, size: int = 32, 
         a.register_hook(on_gradient)
 
     with no_inplace(model), output_hooks({n: m for n, m in outs.items()}, record):
-        for x, y in _ref_batches(ref, batch_size, size, _dtype(model)):
+        for x, y in _ref_batches(ref, batch_size, size, model):
             grads = _loss_gradients(model, x, y, layers)
             for n, g in grads.items():
                 scores["weight"][n] += (layers[n].weight.detach() * g).abs().double()
@@ -260,20 +265,18 @@ def _loss_gradients(model, x, y, layers) -> dict[str, torch.Tensor]:
     return {n: m.weight.grad.detach() for n, m in layers.items()}
 
 
-def _dtype(model: nn.Module) -> torch.dtype:
-    return next(model.parameters()).dtype
-
-
 def _zeros(model: nn.Module) -> dict:
-    return {"filter": {n: torch.zeros(m.weight.shape[0], dtype=torch.float64)
-                       for n, m in filter_layers(model).items()},
-            "weight": {n: torch.zeros(m.weight.shape, dtype=torch.float64)
-                       for n, m in weight_layers(model).items()}}
+    """float64 accumulators on the model's device (moved to the CPU by :func:`compute_scores`)."""
+    kw = dict(dtype=torch.float64, device=device_of(model))
+    return {"filter": {n: torch.zeros(m.weight.shape[0], **kw) for n, m in filter_layers(model).items()},
+            "weight": {n: torch.zeros(m.weight.shape, **kw) for n, m in weight_layers(model).items()}}
 
 
-def _ref_batches(ref: Split, batch_size: int, size: int, dtype=torch.float32):
+def _ref_batches(ref: Split, batch_size: int, size: int, model: nn.Module):
+    """Reference batches on the model's device, in its dtype, with input gradients on."""
+    first = next(model.parameters())
     for x, y in progress.bar(batches(ref, batch_size, size), total=-(-len(ref) // batch_size)):
-        yield x.to(dtype).requires_grad_(True), y
+        yield x.to(first.device, first.dtype).requires_grad_(True), y.to(first.device)
 
 
 # ----------------------------------------------------------------------------- interface
@@ -285,7 +288,8 @@ def compute_scores(model: nn.Module, ref: Split, criterion: str = "lrp", *,
                    composite: str = "epsilon_plus_flat", weight_rule: str = "epsilon",
                    absolute: bool = True, normalize: bool = True, seed: int = 0,
                    batch_size: int = 100, size: int = 32) -> dict:
-    """Scores of ``criterion`` for every filter and weight of ``model`` on reference data ``ref``.
+    """Scores of ``criterion`` for every filter and weight of ``model`` on reference data ``ref``,
+    computed on the model's device and returned on the CPU.
 
     Parameters
     ----------
@@ -315,6 +319,7 @@ def compute_scores(model: nn.Module, ref: Split, criterion: str = "lrp", *,
         kwargs.update(composite=composite, weight_rule=weight_rule)
     scores = CRITERIA[criterion](model, ref, seed=seed, **kwargs) if criterion == "random" \
         else CRITERIA[criterion](model, ref, **kwargs)
+    scores = {kind: {n: s.cpu() for n, s in scores[kind].items()} for kind in ("filter", "weight")}
     seconds = time.perf_counter() - start
     model.zero_grad(set_to_none=True)
     if absolute:

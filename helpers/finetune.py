@@ -18,6 +18,7 @@ from torch import nn
 
 from . import config, criteria, measure, models, progress, pruning
 from .data import Data, Split
+from .models import device_of
 from .training import evaluate, fit, load_model, save_model, steps_per_epoch
 
 
@@ -66,7 +67,7 @@ def iterative(model: nn.Module, d: Data, ref: Split, p: config.Profile, folder: 
         progress.line(f"iterative {criterion}: step {i}/{len(targets)}, to {goal:.0%} of the filters removed")
         done = Path(folder) / f"step{i:02d}.pt"
         if done.exists():
-            model, obj = load_model(done)
+            model, obj = load_model(done, device=device_of(model))
             histories.append(pd.DataFrame(obj["history"]).assign(stage=i))
             continue
         s = criteria.compute_scores(model, ref, criterion, seed=p.seed, size=p.input_size, **score_kwargs)

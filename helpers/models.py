@@ -8,6 +8,9 @@ ImageNet weights load into the full-width torchvision form unchanged.
 from __future__ import annotations
 
 import copy
+import os
+from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 from torch import nn
@@ -75,17 +78,69 @@ def build_model(spec: dict) -> VGG:
     return model
 
 
-def load_imagenet_weights(model: VGG) -> None:
-    """Copy torchvision's ImageNet VGG-16 weights into every layer but the 100-class head."""
+def imagenet_cache_path() -> Path:
+    """Where torchvision keeps its ImageNet VGG-16 weights: ``$TORCH_HOME/hub/checkpoints/``
+    (``~/.cache/torch`` when ``$TORCH_HOME`` is unset)."""
+    from torchvision.models import VGG16_Weights
+    name = Path(urlparse(VGG16_Weights.IMAGENET1K_V1.url).path).name
+    return Path(torch.hub.get_dir()) / "checkpoints" / name
+
+
+def _check_imagenet_state(state, source) -> None:
+    """``state`` must have exactly torchvision VGG-16's keys and shapes."""
+    import torchvision
+    with torch.device("meta"):
+        ref = torchvision.models.vgg16().state_dict()
+    if not isinstance(state, dict):
+        raise ModelError(f"{source} holds a {type(state).__name__}, not a state dict")
+    missing, unexpected = sorted(set(ref) - set(state)), sorted(set(state) - set(ref))
+    if missing or unexpected:
+        raise ModelError(f"{source} is not torchvision's VGG-16 state dict: missing {', '.join(missing) or 'none'}; "
+                         f"unexpected {', '.join(unexpected) or 'none'}")
+    for k, v in ref.items():
+        if tuple(state[k].shape) != tuple(v.shape):
+            raise ModelError(f"{source}: {k} has shape {tuple(state[k].shape)}, torchvision's VGG-16 has "
+                             f"{tuple(v.shape)}")
+
+
+def _read_weights(path: Path) -> dict:
+    if not path.is_file():
+        raise ModelError(f"no weights file at {path}; give the path of torchvision's vgg16-397923af.pth")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ModelError(f"{path} is not a readable weights file ({type(err).__name__}: {err})") from None
+    _check_imagenet_state(state, path)
+    return state
+
+
+def imagenet_state(weights_file: str | os.PathLike = "") -> dict:
+    """torchvision's ImageNet VGG-16 weights: from ``weights_file`` when given, else from torch's
+    hub cache (:func:`imagenet_cache_path`), else downloaded by torchvision into that cache
+    (needs internet once). Read with ``weights_only=True`` and checked key by key."""
+    if weights_file:
+        return _read_weights(Path(weights_file))
+    cached = imagenet_cache_path()
+    if cached.exists():
+        return _read_weights(cached)
     from torchvision.models import VGG16_Weights
     try:
         state = VGG16_Weights.IMAGENET1K_V1.get_state_dict(progress=True)
-    except Exception as err:
-        raise ModelError(f"could not download torchvision's ImageNet VGG-16 weights ({err}); "
-                         "they need internet access once (then torch's cache), or run with "
-                         "pretrained=False") from err
-    head = [k for k in state if k.startswith("classifier.6.")]
-    for k in head:
+    except Exception as err:  # offline, refused, corrupt download...
+        raise ModelError(
+            f"torchvision's ImageNet VGG-16 weights are not in torch's hub cache and downloading them failed "
+            f"({err}). Offline: put {cached.name} into {cached.parent} (or point $TORCH_HOME at a folder whose "
+            "hub/checkpoints/ holds it), or pass its path as the weights_file parameter; or run with "
+            "pretrained=False") from err
+    _check_imagenet_state(state, VGG16_Weights.IMAGENET1K_V1.url)
+    return state
+
+
+def load_imagenet_weights(model: VGG, weights_file: str | os.PathLike = "") -> None:
+    """Copy torchvision's ImageNet VGG-16 weights (:func:`imagenet_state`) into every layer
+    but the 100-class head."""
+    state = imagenet_state(weights_file)
+    for k in [k for k in state if k.startswith("classifier.6.")]:
         del state[k]
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or set(missing) != {"classifier.6.weight", "classifier.6.bias"}:
@@ -93,13 +148,26 @@ def load_imagenet_weights(model: VGG) -> None:
                          f"unexpected {unexpected}")
 
 
+def device_of(model: nn.Module) -> torch.device:
+    """Where ``model``'s parameters live (CPU for a model without parameters)."""
+    first = next(model.parameters(), None)
+    return first.device if first is not None else torch.device("cpu")
+
+
+def cpu_copy(model: nn.Module) -> nn.Module:
+    """``model`` itself when it is on the CPU, else a CPU copy: for the stages that are CPU-only
+    by nature (CPU latency, int8 quantization), without moving the caller's model."""
+    return model if device_of(model).type == "cpu" else copy.deepcopy(model).cpu()
+
+
 def create_model(profile: config.Profile) -> VGG:
-    """The profile's model, seeded, with ImageNet weights when the profile asks for them."""
+    """The profile's model, seeded, with ImageNet weights when the profile asks for them, on the
+    profile's device (:func:`config.device`)."""
     torch.manual_seed(profile.seed)
     model = build_model(spec_for(profile))
     if profile.pretrained:
-        load_imagenet_weights(model)
-    return model
+        load_imagenet_weights(model, profile.weights_file)
+    return model.to(config.device(profile))
 
 
 def spec_of(model: VGG, arch: str) -> dict:

@@ -102,7 +102,7 @@ NOTEBOOKS: dict[str, dict[str, Rule]] = {
     "01_baseline_training": {
         **_PROFILE, "epochs": positive(int, **_OVERRIDE), "lr": positive(float, **_OVERRIDE),
         "batch_size": positive(int, **_OVERRIDE), "width": positive(float, **_OVERRIDE),
-        "seed": Rule(int, low=0, **_OVERRIDE)},
+        "seed": Rule(int, low=0, **_OVERRIDE), "weights_file": Rule(str)},
     "02_relevance": {
         **_PROFILE, "criteria_names": Rule(list, item=str, choices=_CRITERIA),
         "composite": Rule(str, choices=tuple(COMPOSITES)), "ref_per_class": positive(int, optional=True),

@@ -18,6 +18,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 from .criteria import check_scores, filter_layers, normalize_per_layer, weight_layers
+from .models import device_of
 
 
 class PruningError(ValueError):
@@ -39,7 +40,7 @@ def unstructured_prune(model: nn.Module, scores: dict, sparsity: float) -> nn.Mo
     layers = weight_layers(model)
     total = sum(m.weight.numel() for m in layers.values())
     params = [(m, "weight") for m in layers.values()]
-    importance = {(m, "weight"): scores["weight"][n].to(m.weight.dtype) for n, m in layers.items()}
+    importance = {(m, "weight"): scores["weight"][n].to(m.weight.device, m.weight.dtype) for n, m in layers.items()}
     prune.global_unstructured(params, pruning_method=prune.L1Unstructured,
                               importance_scores=importance, amount=round(sparsity * total))
     for m, name in params:
@@ -63,7 +64,7 @@ def sparse_state(model: nn.Module) -> dict:
     """State dict with every conv/linear weight stored as a bitmask plus its nonzero values."""
     state = model.state_dict()
     for n in weight_layers(model):
-        w = state.pop(f"{n}.weight")
+        w = state.pop(f"{n}.weight").cpu()
         mask = (w != 0).flatten().numpy()
         state[f"{n}.weight.mask"] = torch.from_numpy(np.packbits(mask))
         state[f"{n}.weight.values"] = w.flatten()[torch.from_numpy(mask)]
@@ -212,7 +213,7 @@ class ScoreImportance(tp.importance.Importance):
     def __call__(self, group) -> torch.Tensor:
         root = group[0].dep.target.module
         idxs = torch.as_tensor(group[0].idxs)
-        return self.scores[self.names[root]][idxs].float()
+        return self.scores[self.names[root]][idxs].float().to(root.weight.device)
 
 
 def prune_filters(model: nn.Module, filter_scores: dict, counts: dict[str, int],
@@ -232,7 +233,8 @@ def prune_filters(model: nn.Module, filter_scores: dict, counts: dict[str, int],
         ratios[m] = 1 - (k + 0.5) / c
     last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
     pruner = tp.pruner.BasePruner(
-        model, torch.zeros(1, 3, input_size, input_size), importance=ScoreImportance(model, filter_scores),
+        model, torch.zeros(1, 3, input_size, input_size, device=device_of(model)),
+        importance=ScoreImportance(model, filter_scores),
         pruning_ratio=0.0, pruning_ratio_dict=ratios, ignored_layers=[last])
     pruner.step()
     got = {n: m.weight.shape[0] for n, m in layers.items()}
@@ -254,7 +256,8 @@ def filters_removed(model: nn.Module, counts: dict[str, int]) -> float:
 @torch.no_grad()
 def recalibrate_batchnorm(model: nn.Module, batches_iter, n_batches: int = 20) -> nn.Module:
     """Re-estimate BatchNorm running statistics on ``n_batches`` training batches (no
-    gradient steps): cheap, and it recovers much of the accuracy lost to filter removal."""
+    gradient steps, on the model's device): cheap, and it recovers much of the accuracy lost
+    to filter removal."""
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not bns:
         return model
@@ -262,8 +265,9 @@ def recalibrate_batchnorm(model: nn.Module, batches_iter, n_batches: int = 20) -
         m.reset_running_stats()
         m.momentum = None  # cumulative average over the batches seen
     model.train()
+    dev = device_of(model)
     for i, (x, _) in enumerate(batches_iter):
         if i >= n_batches:
             break
-        model(x)
+        model(x.to(dev))
     return model.eval()

@@ -24,7 +24,7 @@ from torch import nn
 
 from . import checkpoint, measure
 from .data import batches
-from .models import build_model
+from .models import build_model, device_of
 
 STORAGE_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -49,7 +49,8 @@ def _quantizer(dynamic: bool):
 def quantize(model: nn.Module, calibration, example: torch.Tensor, dynamic: bool = False) -> nn.Module:
     """An int8 copy of ``model`` (a ``torch.fx.GraphModule``), calibrated on the batches of
     ``calibration`` (iterable of input tensors). ``example`` fixes the traced batch size
-    (the batch dimension is exported as dynamic)."""
+    (the batch dimension is exported as dynamic). CPU-only by nature (x86 int8 kernels): it
+    works on a CPU copy and never moves ``model``."""
     _quiet_imports()
     from torchao.quantization.pt2e import allow_exported_model_train_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
@@ -175,8 +176,9 @@ def from_half_storage(model: nn.Module, state: dict) -> nn.Module:
 
 @torch.no_grad()
 def logits(model: nn.Module, split, p) -> torch.Tensor:
-    """Logits (N, 100) on ``split``, in evaluation batches."""
-    return torch.cat([model(x).float() for x, _ in batches(split, p.eval_batch_size, p.input_size)])
+    """Logits (N, 100) on ``split``, in evaluation batches, on the model's device; returned on the CPU."""
+    dev = device_of(model)
+    return torch.cat([model(x.to(dev)).float().cpu() for x, _ in batches(split, p.eval_batch_size, p.input_size)])
 
 
 def agreement(reference: torch.Tensor, other: torch.Tensor) -> dict:

@@ -12,8 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import checkpoint, config, progress
+from . import checkpoint, config, distributed, progress
 from .data import Data, Split, batches
+from .models import ModelError, device_of, model_from_state
 
 
 def _autocast(dev: torch.device):
@@ -22,9 +23,9 @@ def _autocast(dev: torch.device):
 
 @torch.no_grad()
 def evaluate(model: nn.Module, split: Split, batch_size: int = 500, size: int = 32) -> dict:
-    """Top-1 accuracy (%) and mean cross-entropy of ``model`` on ``split``."""
-    dev = config.device()
-    model.eval().to(dev)
+    """Top-1 accuracy (%) and mean cross-entropy of ``model`` on ``split``, on the model's device."""
+    dev = device_of(model)
+    model.eval()
     correct, loss, n = 0, 0.0, 0
     for x, y in batches(split, batch_size, size):
         x, y = x.to(dev), y.to(dev)
@@ -50,9 +51,9 @@ def make_optimizer(model: nn.Module, p: config.Profile, steps: int):
 def train_epoch(model, split: Split, opt, sched, p: config.Profile, generator, desc="",
                 max_steps: int | None = None) -> dict:
     """One pass over ``split`` (or its first ``max_steps`` batches) with augmentation; returns
-    mean loss, accuracy, optimizer steps taken and images/s."""
-    dev = config.device()
-    model.train().to(dev)
+    mean loss, accuracy, optimizer steps taken and images/s. Runs on the model's device."""
+    dev = device_of(model)
+    model.train()
     loss_sum, correct, n, start = 0.0, 0, 0, time.perf_counter()
     steps = steps_per_epoch(len(split), p.batch_size)
     steps = steps if max_steps is None else min(steps, max_steps)
@@ -88,8 +89,8 @@ def _run_config(p: config.Profile, spec: dict, steps: int) -> dict:
 
 def fit(model: nn.Module, data: Data, p: config.Profile, state_path: Path, spec: dict,
         epochs: int | None = None, stop_after: int | None = None,
-        max_steps: int | None = None) -> pd.DataFrame:
-    """Train ``model`` for ``epochs`` (default ``p.epochs``), resuming from ``state_path``.
+        max_steps: int | None = None, replica: nn.Module | None = None) -> pd.DataFrame:
+    """Train ``model`` on its device for ``epochs`` (default ``p.epochs``), resuming from ``state_path``.
 
     ``max_steps`` caps the number of optimizer steps instead (the last epoch is cut short), so
     that schedules can be given equal budgets. After every epoch the model, optimizer, schedule,
@@ -98,13 +99,19 @@ def fit(model: nn.Module, data: Data, p: config.Profile, state_path: Path, spec:
     ``stop_after`` ends the call after that many epochs (to simulate an interruption). At the
     end ``model`` holds the weights of the epoch with the best validation accuracy.
     Returns the per-epoch history.
+
+    Across processes (:mod:`helpers.distributed`), ``replica`` (``model`` wrapped in
+    ``DistributedDataParallel``) runs the training steps: each process trains on its shard of
+    the training split with ``batch_size / N`` images per step (the history's training loss and
+    accuracy are rank 0's shard's), and rank 0 alone writes ``state_path``.
     """
     spe = steps_per_epoch(len(data.train), p.batch_size)
     total = (p.epochs if epochs is None else epochs) * spe if max_steps is None else max_steps
     if total < 1:
         raise ValueError(f"nothing to train: {total} optimizer steps")
     n_epochs = -(-total // spe)
-    model.to(config.device())
+    ctx = distributed.context()
+    local = distributed.local_profile(p, ctx)
     opt, sched = make_optimizer(model, p, total)
     run = _run_config(p, spec, total)
     state = _resume(state_path, run, model, opt, sched)
@@ -112,20 +119,23 @@ def fit(model: nn.Module, data: Data, p: config.Profile, state_path: Path, spec:
     for epoch in range(len(history), n_epochs):
         if stop_after is not None and epoch >= stop_after:
             break
-        g = torch.Generator().manual_seed(p.seed * 100_003 + epoch)
-        row = {"epoch": epoch + 1, **train_epoch(model, data.train, opt, sched, p, g,
+        g = torch.Generator().manual_seed(p.seed * 100_003 + epoch + 7_919 * ctx.rank)
+        train = data.train if ctx.world == 1 else distributed.shard(data.train, epoch, p.seed, ctx)
+        row = {"epoch": epoch + 1, **train_epoch(replica or model, train, opt, sched, local, g,
                                                   f"epoch {epoch + 1}/{n_epochs}",
                                                   max_steps=total - epoch * spe)}
         val = evaluate(model, data.val, p.eval_batch_size, p.input_size)
         row.update(val_loss=val["loss"], val_acc=val["acc"], lr=sched.get_last_lr()[0])
         history.append(row)
-        progress.line(f"{state_path.parent.name}: epoch {row['epoch']}/{n_epochs}, validation {row['val_acc']:.1f} %")
+        progress.line(f"{Path(state_path).parent.name}: epoch {row['epoch']}/{n_epochs}, validation {row['val_acc']:.1f} %")
         if best is None or row["val_acc"] > best["val_acc"]:
             best = {"epoch": row["epoch"], "val_acc": row["val_acc"],
                     "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
-        checkpoint.save({"kind": "train_state", "run": run, "history": history, "best": best,
-                         "model": model.state_dict(), "optimizer": opt.state_dict(),
-                         "scheduler": sched.state_dict()}, state_path)
+        if ctx.main:
+            checkpoint.save({"kind": "train_state", "run": run, "history": history, "best": best,
+                             "model": model.state_dict(), "optimizer": opt.state_dict(),
+                             "scheduler": sched.state_dict()}, state_path)
+        distributed.barrier()
     if best is not None and len(history) == n_epochs:
         model.load_state_dict(best["model"])
     return pd.DataFrame(history)
@@ -147,16 +157,23 @@ def _resume(path: Path, run: dict, model, opt, sched) -> dict:
 
 
 def save_model(model: nn.Module, spec: dict, path: Path, p: config.Profile, **info) -> Path:
-    """A self-describing model file: spec, weights, the profile that made it, and ``info``."""
-    return checkpoint.save({"kind": "model", "spec": spec, "model": model.state_dict(),
+    """A self-describing model file: spec, weights (as CPU tensors, wherever the model runs),
+    the profile that made it, and ``info``."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    return checkpoint.save({"kind": "model", "spec": spec, "model": state,
                             "profile": dataclasses.asdict(p), **info}, path)
 
 
-def load_model(path: Path, hint: str = "") -> tuple[nn.Module, dict]:
-    """Rebuild a model saved by :func:`save_model`; returns ``(model, file contents)``."""
-    from .models import ModelError, model_from_state
+def load_model(path: Path, hint: str = "", device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
+    """Rebuild a model saved by :func:`save_model` on ``device``; returns ``(model, file contents)``."""
     obj = checkpoint.load(path, kind="model", hint=hint)
     try:
-        return model_from_state(obj["spec"], obj["model"]), obj
+        return model_from_state(obj["spec"], obj["model"]).to(device), obj
     except ModelError as err:
         raise checkpoint.CheckpointError(f"{path}: {err}") from None
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Predicted classes (on the CPU) of normalised images ``x``, computed on the model's device."""
+    return model.eval()(x.to(device_of(model))).argmax(1).cpu()

@@ -91,13 +91,12 @@ def test_missing_upstream_artifact_names_the_notebook_to_run(tmp_path):
 
 @pytest.mark.parametrize("nb, params, message", [
     ("01_baseline_training.ipynb", {"epochs": "ten"}, "epochs must be int, got str 'ten'"),
-    ("01_baseline_training.ipynb", {"lr": -1.0}, r"lr must lie in \(0, inf\), got -1.0"),
-    ("03_unstructured_pruning.ipynb", {"max_sparsity": 1.5}, r"max_sparsity must lie in \[0.0, 1.0\), got 1.5"),
     ("04_structured_pruning.ipynb", {"sweep_allocation": "layerwise"},
      "sweep_allocation is 'layerwise'; valid: report, uniform, global"),
 ])
 def test_bad_notebook_parameters_are_named(nb, params, message, tmp_path):
-    """Run directly with papermill (not through the runner), the notebook's first cell checks too."""
+    """Run directly with papermill (not through the runner), the notebook's first cell checks too
+    (every rule itself is tested in test_run.py without starting a kernel)."""
     import papermill as pm
     with pytest.raises(pm.PapermillExecutionError, match=message):
         _execute(nb, tmp_path, **params)

@@ -79,7 +79,7 @@ def test_imagenet_weights_missing_offline_name_the_file_and_folder(offline):
     cache = offline / "torch_home" / "hub" / "checkpoints" / "vgg16-397923af.pth"
     assert models.imagenet_cache_path() == cache
     with pytest.raises(models.ModelError, match=f"put vgg16-397923af.pth into {cache.parent}.*weights_file"):
-        models.load_imagenet_weights(models.build_model(models.vgg16_spec()))
+        models.imagenet_state()
 
 
 def test_imagenet_weights_from_the_hub_cache_offline(offline):
@@ -99,14 +99,13 @@ def test_explicit_weights_file_with_wrong_shape_or_keys(offline):
     torch.save(state, offline / "wrong_shape.pth")
     with pytest.raises(models.ModelError, match=r"wrong_shape.pth.*features.0.weight has shape \(32, 3, 3, 3\), "
                                                 r"torchvision's VGG-16 has \(64, 3, 3, 3\)"):
-        models.load_imagenet_weights(models.build_model(models.vgg16_spec()), offline / "wrong_shape.pth")
-    state = _imagenet_state()
+        models.imagenet_state(offline / "wrong_shape.pth")
     state["extra.weight"] = state.pop("features.0.weight")
     torch.save(state, offline / "wrong_keys.pth")
     with pytest.raises(models.ModelError, match=r"wrong_keys.pth.*missing features.0.weight.*unexpected extra.weight"):
-        models.load_imagenet_weights(models.build_model(models.vgg16_spec()), offline / "wrong_keys.pth")
+        models.imagenet_state(offline / "wrong_keys.pth")
     with pytest.raises(models.ModelError, match="no weights file at .*absent.pth"):
-        models.load_imagenet_weights(models.build_model(models.vgg16_spec()), offline / "absent.pth")
+        models.imagenet_state(offline / "absent.pth")
 
 
 def test_explicit_weights_file_offline(offline):
