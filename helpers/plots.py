@@ -11,7 +11,11 @@ import torch
 
 from .checkpoint import atomic_write
 
-sns.set_theme(context="notebook", style="whitegrid")
+
+def use_style() -> None:
+    """Apply the series' figure style (seaborn's whitegrid, notebook context) to matplotlib.
+    The notebooks call it once; importing this module changes no global setting."""
+    sns.set_theme(context="notebook", style="whitegrid")
 
 
 def _log_x(ax, values) -> None:

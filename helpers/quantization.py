@@ -11,6 +11,7 @@ The legacy ``torch.ao.quantization`` FX flow is deprecated in torch 2.14 and not
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
@@ -29,11 +30,20 @@ from .models import build_model, device_of
 STORAGE_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def _quiet_imports():
-    """torchao's import logs a one-off pytree notice and torch warns that quantized tensor types
-    are deprecated (the PT2E flow is their replacement): neither concerns the user here."""
-    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*deprecated", category=UserWarning)
+@contextlib.contextmanager
+def _quiet():
+    """While quantizing: torchao's import logs a one-off pytree notice and torch warns that
+    quantized tensor types are deprecated (the PT2E flow is their replacement); neither concerns
+    the user here. Both are silenced for this block only."""
+    log = logging.getLogger("torch.utils._pytree")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*deprecated", category=UserWarning)
+            yield
+    finally:
+        log.setLevel(level)
 
 
 def _quantizer(dynamic: bool):
@@ -51,20 +61,20 @@ def quantize(model: nn.Module, calibration, example: torch.Tensor, dynamic: bool
     ``calibration`` (iterable of input tensors). ``example`` fixes the traced batch size
     (the batch dimension is exported as dynamic). CPU-only by nature (x86 int8 kernels): it
     works on a CPU copy and never moves ``model``."""
-    _quiet_imports()
-    from torchao.quantization.pt2e import allow_exported_model_train_eval
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-    model = copy.deepcopy(model).eval().cpu()
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    exported = torch.export.export(model, (example,), dynamic_shapes=({0: batch},)).module()
-    prepared = prepare_pt2e(exported, _quantizer(dynamic))
-    with torch.no_grad():
-        for x in calibration:
-            prepared(x)
-    # .eval() is a no-op for an exported graph; allow it so generic code can call it
-    quantized = convert_pt2e(prepared)
-    allow_exported_model_train_eval(quantized)
-    return quantized
+    with _quiet():
+        from torchao.quantization.pt2e import allow_exported_model_train_eval
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+        model = copy.deepcopy(model).eval().cpu()
+        batch = torch.export.Dim("batch", min=1, max=4096)
+        exported = torch.export.export(model, (example,), dynamic_shapes=({0: batch},)).module()
+        prepared = prepare_pt2e(exported, _quantizer(dynamic))
+        with torch.no_grad():
+            for x in calibration:
+                prepared(x)
+        # .eval() is a no-op for an exported graph; allow it so generic code can call it
+        quantized = convert_pt2e(prepared)
+        allow_exported_model_train_eval(quantized)
+        return quantized
 
 
 def used_state(qmodel: torch.fx.GraphModule) -> dict[str, torch.Tensor]:
@@ -153,10 +163,7 @@ def compiled(model: nn.Module) -> nn.Module:
     wrapper (the generated code calls the kernels from C++ rather than Python: at batch 1 on
     this small model, the per-call overhead is most of the latency; measured 1.13 ms instead
     of 1.52 ms for the int8 model)."""
-    import torch._inductor.config as inductor_config
-    inductor_config.freezing = True
-    inductor_config.cpp_wrapper = True
-    return torch.compile(model)
+    return torch.compile(model, options={"freezing": True, "cpp_wrapper": True})  # this model only
 
 
 def half_storage_state(model: nn.Module, dtype: str = "bf16") -> dict:

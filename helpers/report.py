@@ -138,3 +138,14 @@ def readme_block(readme: Path = README) -> str:
 if __name__ == "__main__":
     import sys
     update_readme(sys.argv[1] if len(sys.argv) > 1 else "cpu")
+
+
+def speed_finding(bench: pd.DataFrame, target: float = 0.8) -> str:
+    """One sentence on the speed benchmark: speed-up / FLOPs ratio at batch 1 and 256 for each
+    network, pruned model and form, and which of them meet ``target`` at both batch sizes."""
+    ratios = speed_ratios(bench)
+    parts = [f"{m}, {p}, {f}: " + " / ".join(f"{v:.2f}" for v in r) for (m, p, f), r in ratios.iterrows()]
+    met = [f"{m}, {p}, {f}" for (m, p, f), r in ratios.iterrows() if (r >= target).all()]
+    return (f"Speed benchmark at about half the FLOPs (speed-up / FLOPs ratio at batch "
+            f"{' / '.join(str(b) for b in ratios.columns)}; target {target} at both): " + "; ".join(parts) +
+            ". Target met at both batch sizes by " + ("; ".join(met) if met else "none") + ".")

@@ -131,7 +131,7 @@ def findings(t: dict[str, pd.DataFrame]) -> list[str]:
                    f"{r.criterion} none" if pd.isna(r.params_reduction) else
                    f"{r.criterion} {r.params_reduction:.2f}x ({r.filters_removed:.0%} of filters, {r.test_acc:.2f} %)"
                    for r in reach.sort_values("params_reduction", ascending=False).itertuples()) + ".")
-    out.append(speed_finding(t["structured_speed_benchmark"]))
+    out.append(report.speed_finding(t["structured_speed_benchmark"]))
     qt = t["quantization_targets"].set_index("against")
     if "float32" in qt.index:
         r = qt.loc["float32"]
@@ -139,14 +139,3 @@ def findings(t: dict[str, pd.DataFrame]) -> list[str]:
                    f"{r.size_ratio:.2f}x smaller and batch-1 latency {r.latency_b1_speedup:.2f}x lower "
                    f"(batch 256: {r.latency_b256_speedup:.2f}x) than the float model run eagerly.")
     return out
-
-
-def speed_finding(bench: pd.DataFrame, target: float = 0.8) -> str:
-    """One sentence on the speed benchmark: speed-up / FLOPs ratio at batch 1 and 256 for each
-    network, pruned model and form, and which of them meet ``target`` at both batch sizes."""
-    ratios = report.speed_ratios(bench)
-    parts = [f"{m}, {p}, {f}: " + " / ".join(f"{v:.2f}" for v in r) for (m, p, f), r in ratios.iterrows()]
-    met = [f"{m}, {p}, {f}" for (m, p, f), r in ratios.iterrows() if (r >= target).all()]
-    return (f"Speed benchmark at about half the FLOPs (speed-up / FLOPs ratio at batch "
-            f"{' / '.join(str(b) for b in ratios.columns)}; target {target} at both): " + "; ".join(parts) +
-            ". Target met at both batch sizes by " + ("; ".join(met) if met else "none") + ".")

@@ -10,7 +10,7 @@ from torch import nn
 from . import config, measure, models, progress, pruning
 from .criteria import weight_magnitude
 from .data import Data, batches
-from .results import speed_finding
+from .report import speed_finding
 from .training import evaluate
 
 

@@ -26,11 +26,10 @@ def test_update_readme_replaces_only_the_block(tmp_path, monkeypatch):
 
 
 def test_speed_finding_names_what_meets_the_target_at_both_batch_sizes():
-    from helpers import results
     rows = [("small", "uniform", "eager", 1, 0.59), ("small", "uniform", "eager", 256, 0.85),
             ("big", "uniform", "folded", 1, 0.81), ("big", "uniform", "folded", 256, 0.80)]
     bench = pd.DataFrame(rows, columns=["model", "pruned", "form", "batch", "speedup_over_flops_ratio"])
-    text = results.speed_finding(bench)
+    text = report.speed_finding(bench)
     assert "small, uniform, eager: 0.59 / 0.85" in text and "big, uniform, folded: 0.81 / 0.80" in text
     assert text.endswith("Target met at both batch sizes by big, uniform, folded.")
-    assert results.speed_finding(bench.iloc[:2]).endswith("by none.")
+    assert report.speed_finding(bench.iloc[:2]).endswith("by none.")
