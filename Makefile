@@ -21,7 +21,7 @@ reproduce: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	tmp=$$(mktemp -d) && LRP_ARTIFACTS=$$tmp LRP_PROFILE=smoke TQDM_DISABLE=1 \
-	  $(PY) -m pytest tests notebooks --nbval --nbval-current-env -p no:cacheprovider; \
+	  $(PY) -m pytest tests notebooks --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider; \
 	  status=$$?; rm -rf $$tmp; exit $$status
 
 # Re-execute notebooks/ on the smoke profile to refresh the outputs nbval compares against.
