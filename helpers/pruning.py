@@ -2,8 +2,8 @@
 
 * Unstructured: ``torch.nn.utils.prune.global_unstructured`` ranked by per-weight scores,
   then made permanent; sparse storage (bitmask + kept values) measures the real saving.
-* Structured: filters removed physically through Torch-Pruning's dependency graph and
-  pruner, with :class:`ScoreImportance` handing it our precomputed per-filter scores.
+* Structured: filters removed physically through Torch-Pruning's dependency graph, one
+  pruning group per layer with the explicit indices of its lowest-scored filters.
   Allocations decide how many filters each layer keeps: the original report's (per-layer
   sparsity of an unstructured pass, minus a margin), uniform, or global.
 """
@@ -202,46 +202,37 @@ def allocation_counts(model: nn.Module, allocation: str, filter_scores: dict, ra
 
 
 # ----------------------------------------------------------------------------- structured
-class ScoreImportance(tp.importance.Importance):
-    """A Torch-Pruning importance that returns precomputed per-filter scores of a group's root
-    layer (the layer whose output channels the group removes)."""
-
-    def __init__(self, model: nn.Module, filter_scores: dict[str, torch.Tensor]):
-        self.names = {m: n for n, m in model.named_modules()}
-        self.scores = filter_scores
-
-    def __call__(self, group) -> torch.Tensor:
-        root = group[0].dep.target.module
-        idxs = torch.as_tensor(group[0].idxs)
-        return self.scores[self.names[root]][idxs].float().to(root.weight.device)
-
-
 def prune_filters(model: nn.Module, filter_scores: dict, counts: dict[str, int],
                   input_size: int = 32) -> nn.Module:
     """A copy of ``model`` whose filter layers keep exactly ``counts[layer]`` filters, the
-    highest-scored ones; the following layers' inputs (BatchNorm, next conv, the flattened
-    classifier input) shrink with them. The class layer's outputs are never touched."""
+    highest-scored ones (of equal scores, the higher index stays). For each layer, Torch-Pruning's
+    dependency graph removes the chosen filters as one pruning group with explicit indices, so
+    the following layers' inputs (BatchNorm, next conv, the flattened classifier input) shrink
+    with them. The class layer's outputs are never touched."""
     model = copy.deepcopy(model).eval()
     check_scores(model, {"filter": filter_scores}, "filter")
     layers = filter_layers(model)
-    ratios = {}
     for n, m in layers.items():
         c, k = m.weight.shape[0], counts.get(n, m.weight.shape[0])
         if not isinstance(k, int) or not 1 <= k <= c:
             raise PruningError(f"layer {n} has {c} filters; cannot keep {k!r} (keep 1..{c})")
-        # Torch-Pruning keeps int(c * (1 - ratio)) channels: aim half a channel above k
-        ratios[m] = 1 - (k + 0.5) / c
-    last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
-    pruner = tp.pruner.BasePruner(
-        model, torch.zeros(1, 3, input_size, input_size, device=device_of(model)),
-        importance=ScoreImportance(model, filter_scores),
-        pruning_ratio=0.0, pruning_ratio_dict=ratios, ignored_layers=[last])
-    pruner.step()
+    graph = tp.DependencyGraph().build_dependency(
+        model, example_inputs=torch.zeros(1, 3, input_size, input_size, device=device_of(model)))
+    for n, m in layers.items():
+        drop = _lowest(filter_scores[n], m.weight.shape[0] - counts.get(n, m.weight.shape[0]))
+        if drop:
+            fn = tp.prune_conv_out_channels if isinstance(m, nn.Conv2d) else tp.prune_linear_out_channels
+            graph.get_pruning_group(m, fn, idxs=drop).prune()
     got = {n: m.weight.shape[0] for n, m in layers.items()}
     wanted = {n: counts.get(n, m) for n, m in got.items()}
     if got != wanted:
         raise PruningError(f"Torch-Pruning kept {got}, expected {wanted}")
     return model
+
+
+def _lowest(scores: torch.Tensor, n: int) -> list[int]:
+    """Indices of the ``n`` lowest scores, in ascending index order (ties: the lower index goes)."""
+    return sorted(torch.argsort(scores, stable=True)[:n].tolist())
 
 
 def kept_filters(model: nn.Module) -> dict[str, int]:

@@ -256,3 +256,19 @@ def test_ties_at_the_threshold_are_removed_in_layer_order():
     scores = {"weight": {"0": torch.ones(2, 3, 1, 1), "2": torch.ones(2, 2)}}  # 10 equal scores
     assert pruning.global_layer_sparsity(model, scores, 0.5) == {"0": 5 / 6, "2": 0.0}
     assert scores["weight"]["0"].min() == 1  # the caller's scores are untouched
+
+
+def test_the_highest_scored_filters_are_the_ones_kept(model_and_scores):
+    """Each conv keeps exactly its top-``k`` filters by score (and the input channels its
+    predecessor kept), weights copied unchanged: an independent re-slicing of the original."""
+    model, s = model_and_scores
+    counts = pruning.global_counts(model, s["filter"], 0.5)
+    pruned = pruning.prune_filters(model, s["filter"], counts)
+    before = {n: m for n, m in criteria.filter_layers(model).items() if isinstance(m, nn.Conv2d)}
+    after = criteria.filter_layers(pruned)
+    previous = torch.arange(3)
+    for n, conv in before.items():
+        keep = torch.sort(torch.argsort(s["filter"][n], descending=True, stable=True)[:counts[n]]).values
+        assert torch.equal(after[n].weight, conv.weight[keep][:, previous]), n
+        assert torch.equal(after[n].bias, conv.bias[keep]), n
+        previous = keep
