@@ -205,10 +205,10 @@ def allocation_counts(model: nn.Module, allocation: str, filter_scores: dict, ra
 def prune_filters(model: nn.Module, filter_scores: dict, counts: dict[str, int],
                   input_size: int = 32) -> nn.Module:
     """A copy of ``model`` whose filter layers keep exactly ``counts[layer]`` filters, the
-    highest-scored ones (of equal scores, the higher index stays). For each layer, Torch-Pruning's
-    dependency graph removes the chosen filters as one pruning group with explicit indices, so
-    the following layers' inputs (BatchNorm, next conv, the flattened classifier input) shrink
-    with them. The class layer's outputs are never touched."""
+    highest-scored ones (ranked in float32, as Torch-Pruning's pruner ranks). For each layer,
+    Torch-Pruning's dependency graph removes the others as one pruning group with explicit
+    indices, so the following layers' inputs (BatchNorm, next conv, the flattened classifier
+    input) shrink with them. The class layer's outputs are never touched."""
     model = copy.deepcopy(model).eval()
     check_scores(model, {"filter": filter_scores}, "filter")
     layers = filter_layers(model)
@@ -231,8 +231,11 @@ def prune_filters(model: nn.Module, filter_scores: dict, counts: dict[str, int],
 
 
 def _lowest(scores: torch.Tensor, n: int) -> list[int]:
-    """Indices of the ``n`` lowest scores, in ascending index order (ties: the lower index goes)."""
-    return sorted(torch.argsort(scores, stable=True)[:n].tolist())
+    """Indices of the ``n`` lowest scores, in ascending index order: ``torch.topk`` on float32
+    scores, the selection Torch-Pruning's own pruner makes (so equal scores go as it would)."""
+    if n == 0:
+        return []
+    return sorted(torch.topk(scores.float(), n, largest=False).indices.tolist())
 
 
 def kept_filters(model: nn.Module) -> dict[str, int]:
