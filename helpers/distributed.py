@@ -101,10 +101,11 @@ def train(profile: str, epochs: int | None = None, data_dir: str | None = None,
         p = config.get_profile(profile, epochs=epochs, device=dev.type)
         local_profile(p, ctx)  # fail before any work when the batch does not divide
         config.seed_everything(p.seed)
-        if ctx.main:  # generated data is written once, then read by everyone
-            d = data.load_data(p, data_dir)
-        barrier()
-        d = d if ctx.main else data.load_data(p, data_dir)
+        if not ctx.main:  # rank 0 writes generated data once; the others read it after
+            barrier()
+        d = data.load_data(p, data_dir)
+        if ctx.main:
+            barrier()
         model = models.create_model(p).to(dev)
         spec, folder = models.spec_for(p), p.artifacts / "baseline"
         history = training.fit(model, d, p, folder / "train_state.pt", spec, stop_after=stop_after,

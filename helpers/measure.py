@@ -10,7 +10,7 @@ from torch import nn
 from torch.fx.experimental.optimization import fuse
 from torch.utils.flop_counter import FlopCounterMode
 
-from .models import cpu_copy
+from .models import cpu_copy, cpu_state
 
 MB = 1e6          # decimal megabyte: sizes are reported in MB (10^6 bytes)
 MIB = 2 ** 20     # and in MiB (2^20 bytes) beside them
@@ -47,7 +47,7 @@ class _ByteCounter(io.RawIOBase):
 
 def size_on_disk(model: nn.Module) -> dict:
     """Serialized size of the state dict, in bytes, MB and MiB."""
-    n = state_dict_bytes({k: v.detach().cpu() for k, v in model.state_dict().items()})  # as saved
+    n = state_dict_bytes(cpu_state(model))
     return {"bytes": n, "MB": n / MB, "MiB": n / MIB}
 
 
@@ -85,7 +85,8 @@ def latency_pair(model: nn.Module, input_size: int = 32) -> dict:
 def latency_side_by_side(models: dict[Hashable, nn.Module], batch: int, input_size: int = 32,
                          threads: int = 2, repeats: int = 10, warmup: int = 2) -> dict[Hashable, float]:
     """Median CPU wall time (seconds) of one forward pass of each model (a CPU copy of any model
-    that is elsewhere: CPU latency is what this measures), measured in interleaved rounds (each round runs every model once), so that a slower or faster
+    that is elsewhere: CPU latency is what this measures), measured in interleaved rounds
+    (each round runs every model once), so that a slower or faster
     stretch of the machine affects all models alike."""
     old = torch.get_num_threads()
     torch.set_num_threads(threads)

@@ -154,6 +154,11 @@ def device_of(model: nn.Module) -> torch.device:
     return first.device if first is not None else torch.device("cpu")
 
 
+def cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """``model``'s state dict as CPU tensors (what is saved, wherever the model runs)."""
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+
 def cpu_copy(model: nn.Module) -> nn.Module:
     """``model`` itself when it is on the CPU, else a CPU copy: for the stages that are CPU-only
     by nature (CPU latency, int8 quantization), without moving the caller's model."""

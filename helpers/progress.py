@@ -29,16 +29,13 @@ def line(message: str) -> None:
         print(f"  [{os.environ[ENV]}] {time.strftime('%H:%M:%S')} {message}", file=sys.__stderr__, flush=True)
 
 
-def steps(iterable, desc: str, total: int | None = None, every: int = 1):
-    """``iterable`` with progress: a tqdm bar interactively, or a line per ``every`` items
-    under the runner."""
+def steps(items: list, desc: str):
+    """``items`` with progress: a tqdm bar interactively, or a line per item under the runner."""
     if not lines_enabled():
-        yield from tqdm(iterable, desc=desc, total=total, leave=False, mininterval=2, disable=config.quiet())
+        yield from tqdm(items, desc=desc, leave=False, mininterval=2, disable=config.quiet())
         return
-    total = total if total is not None else (len(iterable) if hasattr(iterable, "__len__") else None)
-    for i, item in enumerate(iterable, start=1):
-        if i == 1 or i % every == 0 or i == total:
-            line(f"{desc} {i}/{total if total is not None else '?'}: {item if _short(item) else ''}".rstrip(": "))
+    for i, item in enumerate(items, start=1):
+        line(f"{desc} {i}/{len(items)}: {item}")
         yield item
 
 
@@ -47,7 +44,3 @@ def bar(iterable, desc: str = "", total: int | None = None):
     loops around it."""
     return tqdm(iterable, desc=desc, total=total, leave=False, mininterval=2,
                 disable=config.quiet() or lines_enabled())
-
-
-def _short(item) -> bool:
-    return isinstance(item, (str, int, float, tuple)) and len(repr(item)) < 60

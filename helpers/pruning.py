@@ -108,12 +108,12 @@ def global_layer_sparsity(model: nn.Module, scores: dict, sparsity: float) -> di
     bits = {n: _abs_bits(scores["weight"][n]) for n in weight_layers(model)}
     k = round(sparsity * sum(b.numel() for b in bits.values()))
     threshold = _kth_smallest(list(bits.values()), k)
-    ties = k - sum(int(torch.count_nonzero(b < threshold)) for b in bits.values())
-    out = {}
+    below = {n: int(torch.count_nonzero(b < threshold)) for n, b in bits.items()}
+    ties, out = k - sum(below.values()), {}
     for n, b in bits.items():
         take = min(ties, int(torch.count_nonzero(b == threshold)))
         ties -= take
-        out[n] = (int(torch.count_nonzero(b < threshold)) + take) / b.numel()
+        out[n] = (below[n] + take) / b.numel()
     return out
 
 

@@ -14,6 +14,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
 from jupyter_client.manager import AsyncKernelManager
 
@@ -60,9 +61,8 @@ def declared_parameters(nb: Path) -> dict[str, str]:
     return {name: info["inferred_type_name"] for name, info in pm.inspect_notebook(str(nb)).items()}
 
 
-def given_parameters(nb: Path, profile: str, parameters: dict) -> dict:
-    """The ones of ``{profile, **parameters}`` that ``nb`` declares."""
-    declared = declared_parameters(nb)
+def given_parameters(declared: dict, profile: str, parameters: dict) -> dict:
+    """The ones of ``{profile, **parameters}`` that a notebook ``declared``."""
     return {k: v for k, v in {"profile": profile, **parameters}.items() if k in declared}
 
 
@@ -77,7 +77,7 @@ def check_parameters(nbs: list[Path], profile: str, parameters: dict) -> None:
     for nb in nbs:
         if nb.stem in params.NOTEBOOKS:
             try:
-                params.check(nb.stem, given_parameters(nb, profile, parameters))
+                params.check(nb.stem, given_parameters(declared[nb], profile, parameters))
             except params.ParameterError as err:
                 raise RunError(f"{nb.name}: {err}") from None
 
@@ -97,17 +97,12 @@ def run_one(nb: Path, out_dir: Path, profile: str, parameters: dict) -> float:
     The kernel gets ``$TQDM_DISABLE`` (no progress widgets stored in the notebook) and
     ``$LRP_PROGRESS`` (long loops print progress lines to this terminal instead)."""
     import papermill as pm
-    env = {"TQDM_DISABLE": "1", progress.ENV: nb.stem}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
+    given = given_parameters(declared_parameters(nb), profile, parameters)
     start = time.perf_counter()
-    try:
-        pm.execute_notebook(str(nb), str(out_dir / nb.name), parameters=given_parameters(nb, profile, parameters),
-                            cwd=str(nb.parent), progress_bar=False, log_output=False,
-                            kernel_manager_class=IPCKernelManager, on_cell_execute=_announce(nb.stem))
-    finally:
-        for k, v in saved.items():
-            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    with mock.patch.dict(os.environ, {"TQDM_DISABLE": "1", progress.ENV: nb.stem}):
+        pm.execute_notebook(str(nb), str(out_dir / nb.name), parameters=given, cwd=str(nb.parent),
+                            progress_bar=False, log_output=False, kernel_manager_class=IPCKernelManager,
+                            on_cell_execute=_announce(nb.stem))
     return time.perf_counter() - start
 
 

@@ -14,7 +14,7 @@ from torch import nn
 
 from . import checkpoint, config, distributed, progress
 from .data import Data, Split, batches
-from .models import ModelError, device_of, model_from_state
+from .models import ModelError, cpu_state, device_of, model_from_state
 
 
 def _autocast(dev: torch.device):
@@ -159,8 +159,7 @@ def _resume(path: Path, run: dict, model, opt, sched) -> dict:
 def save_model(model: nn.Module, spec: dict, path: Path, p: config.Profile, **info) -> Path:
     """A self-describing model file: spec, weights (as CPU tensors, wherever the model runs),
     the profile that made it, and ``info``."""
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    return checkpoint.save({"kind": "model", "spec": spec, "model": state,
+    return checkpoint.save({"kind": "model", "spec": spec, "model": cpu_state(model),
                             "profile": dataclasses.asdict(p), **info}, path)
 
 
