@@ -47,6 +47,8 @@ class Profile:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     label_smoothing: float = 0.0
+    kd_alpha: float = 0.0              # weight of the distillation term when a teacher is given (0: labels only)
+    kd_temperature: float = 4.0        # softmax temperature of knowledge distillation (Hinton et al.)
     schedule: str = "onecycle"         # onecycle | cosine
     eval_batch_size: int = 500
     seed: int = 0
@@ -58,6 +60,12 @@ class Profile:
     ref_per_class: int = 10            # reference (training) images per class for data-driven scores
     compile_quantized: bool = True     # run quantized models through torch.compile (int8 kernels)
     full_width_benchmark: bool = True  # notebook 04 also times full-width VGG-16-BN (about 90 s)
+    lowdata_ref_sizes: tuple = (1, 2, 5, 10, 50)   # notebook 05: reference images per class
+    lowdata_seeds: int = 5                         # notebook 05: draws of each reference size
+    lowdata_fractions: tuple = (0.1, 0.2, 0.3, 0.4)  # notebook 05: fractions of filters removed
+    lowdata_sparsities: tuple = (0.2, 0.5, 0.8)      # notebook 05: unstructured sparsities
+    lowdata_eval_per_class: int = 5                # notebook 05: validation images per class in each half
+    lowdata_recal_batches: int = 4                 # notebook 05: training batches per BatchNorm recalibration
 
     def __post_init__(self):
         validate(self)
@@ -78,9 +86,15 @@ _CHOICES = {
     "arch": ("vgg16_bn", "vgg16"),
     "schedule": ("onecycle", "cosine"),
 }
-_POSITIVE = ("width", "input_size", "epochs", "batch_size", "lr", "eval_batch_size",
-             "finetune_epochs", "finetune_lr", "iterative_step", "ref_per_class")
-_NON_NEGATIVE = ("val_per_class", "momentum", "weight_decay", "label_smoothing", "seed",
+_POSITIVE = ("width", "input_size", "epochs", "batch_size", "lr", "eval_batch_size", "kd_temperature",
+             "finetune_epochs", "finetune_lr", "iterative_step", "ref_per_class", "lowdata_seeds",
+             "lowdata_eval_per_class", "lowdata_recal_batches")
+_TUPLES = {  # tuple field -> (item type, lowest, highest, lowest excluded, highest excluded)
+    "lowdata_ref_sizes": (int, 1, None, False, False),
+    "lowdata_fractions": ((int, float), 0, 1, True, True),
+    "lowdata_sparsities": ((int, float), 0, 1, True, True),
+}
+_NON_NEGATIVE = ("val_per_class", "momentum", "weight_decay", "label_smoothing", "seed", "kd_alpha",
                  "synthetic_train_per_class", "synthetic_test_per_class")
 
 PROFILES: dict[str, dict] = {
@@ -88,7 +102,9 @@ PROFILES: dict[str, dict] = {
     "smoke": dict(dataset="synthetic", width=0.125, epochs=5, batch_size=32, lr=0.1,
                   val_per_class=2, synthetic_train_per_class=24, synthetic_test_per_class=4,
                   eval_batch_size=200, finetune_epochs=1.0, finetune_lr=0.02, iterative_step=0.25,
-                  ref_per_class=2, compile_quantized=False, full_width_benchmark=False),
+                  ref_per_class=2, compile_quantized=False, full_width_benchmark=False,
+                  lowdata_ref_sizes=(1, 2), lowdata_seeds=2, lowdata_fractions=(0.1, 0.3),
+                  lowdata_sparsities=(0.3, 0.6), lowdata_eval_per_class=1, lowdata_recal_batches=2),
     # The default: real CIFAR-100 on 2 CPU cores, VGG-16-BN at width 0.25.
     "cpu": dict(),
     # A GPU machine with internet: the original report's torchvision VGG-16 setup.
@@ -105,7 +121,7 @@ def validate(p: Profile) -> None:
     """Check types and ranges of every field; raise ``ValueError`` naming the bad one."""
     for f in dataclasses.fields(p):
         value = getattr(p, f.name)
-        expected = {"str": str, "int": int, "float": (int, float), "bool": bool}[f.type]
+        expected = {"str": str, "int": int, "float": (int, float), "bool": bool, "tuple": tuple}[f.type]
         if not isinstance(value, expected) or (f.type != "bool" and isinstance(value, bool)):
             raise ValueError(f"profile parameter {f.name!r} must be {f.type}, got {value!r}")
     for name, choices in _CHOICES.items():
@@ -118,8 +134,12 @@ def validate(p: Profile) -> None:
     for name in _NON_NEGATIVE:
         if getattr(p, name) < 0:
             raise ValueError(f"profile parameter {name!r} must be >= 0, got {getattr(p, name)!r}")
+    for name, rule in _TUPLES.items():
+        _check_tuple(name, getattr(p, name), *rule)
     if p.iterative_step > 1:
         raise ValueError(f"profile parameter 'iterative_step' must be <= 1, got {p.iterative_step}")
+    if p.kd_alpha > 1:
+        raise ValueError(f"profile parameter 'kd_alpha' must be <= 1, got {p.kd_alpha}")
     if p.label_smoothing >= 1:
         raise ValueError(f"profile parameter 'label_smoothing' must be < 1, got {p.label_smoothing}")
     if p.device:
@@ -127,6 +147,17 @@ def validate(p: Profile) -> None:
     if p.dataset == "synthetic" and p.synthetic_train_per_class <= p.val_per_class:
         raise ValueError("synthetic_train_per_class must exceed val_per_class "
                          f"({p.synthetic_train_per_class} <= {p.val_per_class})")
+
+
+def _check_tuple(name: str, values: tuple, kind, low, high, open_low, open_high) -> None:
+    """A non-empty tuple of numbers of ``kind`` within the bounds, in increasing order."""
+    ok = len(values) > 0 and all(isinstance(v, kind) and not isinstance(v, bool) for v in values)
+    ok = ok and all((v > low if open_low else v >= low) for v in values) and \
+        all(high is None or (v < high if open_high else v <= high) for v in values)
+    if not ok or list(values) != sorted(set(values)):
+        bounds = f"{'(' if open_low else '['}{low}, {'inf' if high is None else high}{')' if open_high or high is None else ']'}"
+        raise ValueError(f"profile parameter {name!r} must be increasing distinct numbers in {bounds}, "
+                         f"got {values!r}")
 
 
 def get_profile(name: str | None = None, **overrides) -> Profile:
@@ -143,7 +174,7 @@ def get_profile(name: str | None = None, **overrides) -> Profile:
     if unknown:
         raise ValueError(f"unknown parameter(s) {', '.join(unknown)}; "
                          f"valid parameters: {', '.join(sorted(valid))}")
-    given = {k: v for k, v in overrides.items() if v is not None}
+    given = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items() if v is not None}
     return Profile(name=name, **{**PROFILES[name], **given})
 
 

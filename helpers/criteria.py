@@ -17,56 +17,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from zennit.attribution import Gradient
-from zennit.canonizers import SequentialMergeBatchNorm
-from zennit.composites import (EpsilonAlpha2Beta1, EpsilonGammaBox, SpecialFirstLayerMapComposite,
-                               layer_map_base)
-from zennit.core import BasicHook, Stabilizer
-from zennit.rules import ClampMod, Epsilon, Flat
-from zennit.types import Convolution, Linear
 
-from . import progress
+from . import composites, progress
+from .composites import EPSILON, CompositeError
 from .data import MEAN, NUM_CLASSES, STD, Split, batches
 from .models import device_of
 
-EPSILON = 1e-6  # the stabiliser zennit uses by default
-
-
-class ZPlusNonNegative(BasicHook):
-    """zennit's ``ZPlus`` rule for layers whose inputs are non-negative (after ReLU or
-    max-pooling): R_i = a_i w+_ij R_j / (sum_i a_i w+_ij + b+_j). zennit's ``ZPlus`` adds a
-    second branch for negative inputs, which is identically zero here; skipping it halves the
-    cost of the backward pass and changes no number (checked against ``EpsilonPlusFlat`` in
-    the tests)."""
-
-    def __init__(self, stabilizer=EPSILON):
-        # z+ >= 0 here (non-negative inputs, weights and bias): adding eps is zennit's
-        # stabiliser for this case, in one pass instead of three
-        stabilize = (lambda z: z + stabilizer) if isinstance(stabilizer, float) else Stabilizer.ensure(stabilizer)
-        super().__init__(
-            input_modifiers=[lambda input: input.clamp(min=0)],
-            param_modifiers=[ClampMod(min=0.)],
-            output_modifiers=[lambda output: output],
-            gradient_mapper=lambda out_grad, outputs: [out_grad / stabilize(outputs[0])],
-            reducer=lambda inputs, gradients: inputs[0] * gradients[0])
-
-
-class EpsilonPlusFlatVGG(SpecialFirstLayerMapComposite):
-    """zennit's ``EpsilonPlusFlat`` (flat rule for the first layer, z+ for the other convs,
-    epsilon for dense layers) with z+ specialised to the non-negative inputs of a ReLU VGG."""
-
-    def __init__(self, epsilon=EPSILON, canonizers=None):
-        layer_map = layer_map_base(EPSILON) + [(Convolution, ZPlusNonNegative()),
-                                               (torch.nn.Linear, Epsilon(epsilon=epsilon))]
-        super().__init__(layer_map=layer_map, first_map=[(Linear, Flat())], canonizers=canonizers)
-
-
-COMPOSITES = {
-    # Yeom et al. 2021 for VGG: flat rule on the first layer, z+ on convs, epsilon on dense.
-    "epsilon_plus_flat": lambda low, high: EpsilonPlusFlatVGG(canonizers=[SequentialMergeBatchNorm()]),
-    "epsilon_gamma_box": lambda low, high: EpsilonGammaBox(low=low, high=high,
-                                                           canonizers=[SequentialMergeBatchNorm()]),
-    "epsilon_alpha2_beta1": lambda low, high: EpsilonAlpha2Beta1(canonizers=[SequentialMergeBatchNorm()]),
-}
 WEIGHT_RULES = ("epsilon", "zplus")
 
 
@@ -163,8 +119,7 @@ def weight_relevance(module: nn.Module, a: torch.Tensor, z: torch.Tensor, r: tor
 def lrp(model: nn.Module, ref: Split, composite: str = "epsilon_plus_flat",
         weight_rule: str = "epsilon", batch_size: int = 100, size: int = 32) -> dict:
     """Filter and weight relevance, starting from the true-class logit of each image."""
-    if composite not in COMPOSITES:
-        raise ScoreError(f"unknown composite {composite!r}; valid: {', '.join(COMPOSITES)}")
+    _check_composite(composite)
     if weight_rule not in WEIGHT_RULES:
         raise ScoreError(f"unknown weight_rule {weight_rule!r}; valid: {', '.join(WEIGHT_RULES)}")
     filt, wlayers = filter_layers(model), weight_layers(model)
@@ -180,7 +135,7 @@ def lrp(model: nn.Module, ref: Split, composite: str = "epsilon_plus_flat",
         z.register_hook(on_relevance)
 
     with no_inplace(model), output_hooks(wlayers, record), \
-            Gradient(model, COMPOSITES[composite](*_input_box(size, device_of(model)))) as attributor:
+            Gradient(model, composites.make(composite, model, *_input_box(size, device_of(model)))) as attributor:
         for x, y in _ref_batches(ref, batch_size, size, model):
             attributor(x, lambda out: F.one_hot(y, out.shape[1]).to(out) * out)
     return scores
@@ -194,9 +149,17 @@ def lrp_heatmaps(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     low, high = _input_box(x.shape[-1], dev)
     x, y = x.to(dev), y.to(dev)
     model.eval()
-    with no_inplace(model), Gradient(model, COMPOSITES[composite](low, high)) as attributor:
+    _check_composite(composite)
+    with no_inplace(model), Gradient(model, composites.make(composite, model, low, high)) as attributor:
         out, rel = attributor(x.clone(), lambda o: F.one_hot(y, o.shape[1]).to(o) * o)
     return rel.sum(1).detach().cpu()
+
+
+def _check_composite(name: str) -> None:
+    try:
+        composites.check(name)
+    except CompositeError as e:
+        raise ScoreError(str(e)) from None
 
 
 def _input_box(size: int, device: torch.device | str = "cpu"):
@@ -307,31 +270,70 @@ def compute_scores(model: nn.Module, ref: Split, criterion: str = "lrp", *,
     """
     if criterion not in CRITERIA:
         raise ScoreError(f"unknown criterion {criterion!r}; valid: {', '.join(CRITERIA)}")
-    if not weight_layers(model):
-        raise ScoreError("the model has no Conv2d or Linear layer to score")
-    if len(ref) == 0 or ref.y.min() < 0 or ref.y.max() >= NUM_CLASSES:
-        raise ScoreError(f"reference labels must lie in 0..{NUM_CLASSES - 1} and the reference "
-                         f"set must not be empty (got {len(ref)} images)")
-    model.eval()
+    _check_reference(model, ref)
     start = time.perf_counter()
-    kwargs = dict(batch_size=batch_size, size=size)
-    if criterion == "lrp":
-        kwargs.update(composite=composite, weight_rule=weight_rule)
-    scores = CRITERIA[criterion](model, ref, seed=seed, **kwargs) if criterion == "random" \
-        else CRITERIA[criterion](model, ref, **kwargs)
-    scores = {kind: {n: s.cpu() for n, s in scores[kind].items()} for kind in ("filter", "weight")}
+    scores = _raw(model, ref, criterion, composite, weight_rule, seed, batch_size, size)
     seconds = time.perf_counter() - start
-    model.zero_grad(set_to_none=True)
-    if absolute:
-        scores = {kind: {n: s.abs() for n, s in scores[kind].items()} for kind in ("filter", "weight")}
-    if normalize:
-        scores["filter"] = normalize_per_layer(scores["filter"])
-    _check_finite(scores)
+    scores = _finish(scores, absolute, normalize)
     return {"kind": "scores", "criterion": criterion,
             "composite": composite if criterion == "lrp" else "",
             "weight_rule": weight_rule if criterion == "lrp" else "",
             "absolute": absolute, "normalize": normalize, "seed": seed,
             "n_images": len(ref), "seconds": seconds, **scores}
+
+
+def nested_scores(model: nn.Module, chunks: list[Split], criterion: str, *, composite: str = "epsilon_plus_flat",
+                  weight_rule: str = "epsilon", seed: int = 0, batch_size: int = 100, size: int = 32) -> list[dict]:
+    """Scores on growing reference sets: ``chunks[0]``, then ``chunks[0] + chunks[1]``, and so
+    on, for the cost of one pass over all chunks. Every criterion sums over batches, so each
+    chunk is scored once and the raw sums are accumulated (the gradient criterion's filter norm
+    is taken of the accumulated weight scores, as :func:`gradient` does); chunk sizes that are
+    multiples of ``batch_size`` give the same batches as scoring each set on its own."""
+    if criterion not in ("lrp", "gradient", "taylor"):
+        raise ScoreError(f"nested_scores takes a data-driven criterion (lrp, gradient, taylor), got {criterion!r}")
+    total, out, seconds = None, [], 0.0
+    for chunk in chunks:
+        _check_reference(model, chunk)
+        start = time.perf_counter()
+        raw = _raw(model, chunk, criterion, composite, weight_rule, seed, batch_size, size)
+        seconds += time.perf_counter() - start
+        total = raw if total is None else {k: {n: total[k][n] + raw[k][n] for n in raw[k]} for k in raw}
+        if criterion == "gradient":
+            total["filter"] = {n: total["weight"][n].flatten(1).norm(dim=1) for n in filter_layers(model)}
+        n_images = sum(len(c) for c in chunks[:len(out) + 1])
+        out.append({"kind": "scores", "criterion": criterion, "composite": composite if criterion == "lrp" else "",
+                    "seed": seed, "n_images": n_images, "seconds": seconds, **_finish(total, True, True)})
+    return out
+
+
+def _raw(model, ref, criterion, composite, weight_rule, seed, batch_size, size) -> dict:
+    """Unprocessed scores of ``criterion`` on ``ref``, on the CPU (float64)."""
+    model.eval()
+    kwargs = dict(batch_size=batch_size, size=size)
+    if criterion == "lrp":
+        kwargs.update(composite=composite, weight_rule=weight_rule)
+    scores = CRITERIA[criterion](model, ref, seed=seed, **kwargs) if criterion == "random" \
+        else CRITERIA[criterion](model, ref, **kwargs)
+    model.zero_grad(set_to_none=True)
+    return {kind: {n: s.cpu() for n, s in scores[kind].items()} for kind in ("filter", "weight")}
+
+
+def _finish(scores: dict, absolute: bool, normalize: bool) -> dict:
+    """|score| and per-layer normalisation as asked, checked finite."""
+    if absolute:
+        scores = {kind: {n: s.abs() for n, s in scores[kind].items()} for kind in ("filter", "weight")}
+    if normalize:
+        scores = {**scores, "filter": normalize_per_layer(scores["filter"])}
+    _check_finite(scores)
+    return scores
+
+
+def _check_reference(model: nn.Module, ref: Split) -> None:
+    if not weight_layers(model):
+        raise ScoreError("the model has no Conv2d or Linear layer to score")
+    if len(ref) == 0 or ref.y.min() < 0 or ref.y.max() >= NUM_CLASSES:
+        raise ScoreError(f"reference labels must lie in 0..{NUM_CLASSES - 1} and the reference "
+                         f"set must not be empty (got {len(ref)} images)")
 
 
 def normalize_per_layer(scores: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

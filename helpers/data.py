@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import config
+from . import artifacts, config
 from .checkpoint import atomic_write
 
 FOLDER = "cifar-100-python"
@@ -211,7 +211,7 @@ def stratified_split(y: torch.Tensor, per_class: int, seed: int) -> tuple[torch.
 def load_data(profile: config.Profile, data_dir=None) -> Data:
     """The profile's train / validation / test splits and class names."""
     if profile.dataset == "synthetic":
-        folder = profile.artifacts / "data"
+        folder = artifacts.synthetic_data(profile).path
         if not (folder / FOLDER / "meta").exists():
             write_synthetic_cifar100(folder, profile.synthetic_train_per_class,
                                      profile.synthetic_test_per_class, profile.seed)

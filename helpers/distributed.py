@@ -25,7 +25,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 
-from . import config
+from . import artifacts, config
 from .data import Split
 
 
@@ -107,7 +107,7 @@ def train(profile: str, epochs: int | None = None, data_dir: str | None = None,
         if ctx.main:
             barrier()
         model = models.create_model(p).to(dev)
-        spec, folder = models.spec_for(p), p.artifacts / "baseline"
+        spec, folder = models.spec_for(p), artifacts.baseline_dir(p).path
         history = training.fit(model, d, p, folder / "train_state.pt", spec, stop_after=stop_after,
                                replica=replicate(model, dev))
         if ctx.main and len(history) == p.epochs:

@@ -16,13 +16,10 @@ from pathlib import Path
 import pandas as pd
 from torch import nn
 
-from . import config, criteria, measure, models, progress, pruning
+from . import artifacts, config, criteria, measure, models, progress, pruning
 from .data import Data, Split
 from .models import device_of
 from .training import evaluate, fit, load_model, save_model, steps_per_epoch
-
-
-SCHEDULES = ("oneshot", "iterative")
 
 
 def finetune_profile(p: config.Profile, lr: float, schedule: str = "cosine") -> config.Profile:
@@ -83,6 +80,39 @@ def iterative(model: nn.Module, d: Data, ref: Split, p: config.Profile, folder: 
                    counts=counts, filters_removed=pruning.filters_removed(original, counts))
         histories.append(history.assign(stage=i))
     return model, pd.concat(histories, ignore_index=True)
+
+
+SCHEDULES = {  # name -> (pruned model, baseline, its file info, criterion, ...) -> (model, history)
+    "oneshot": lambda pruned, baseline, info, name, d, ref, p, folder, steps, step_fraction:
+        one_shot(pruned, d, p, folder, steps, p.arch),
+    "iterative": lambda pruned, baseline, info, name, d, ref, p, folder, steps, step_fraction:
+        iterative(baseline, d, ref, p, folder, name, info["metrics"]["filters_removed"], step_fraction, steps, p.arch),
+}
+
+
+def run_schedule(schedule: str, name: str, pruned: nn.Module, info: dict, baseline: nn.Module, d: Data,
+                 ref: Split, ft: config.Profile, p: config.Profile, steps: int) -> tuple[dict, pd.DataFrame]:
+    """Fine-tune criterion ``name``'s pruned model (``info``: its file's metadata) by ``schedule``
+    (one of :data:`SCHEDULES`) with the fine-tuning profile ``ft``, save the selected model
+    to its artifact and return its summary row and validation curve (resumable)."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
+    folder = artifacts.finetuned(p, f"{name}_{schedule}").path
+    model, history = SCHEDULES[schedule](pruned, baseline, info, name, d, ref, ft, folder, steps, p.iterative_step)
+    row = {"criterion": name, "schedule": schedule, **summary(model, history, d, p, baseline)}
+    save_model(model, models.spec_of(model, p.arch), folder / "model.pt", p, metrics=row,
+               history=history.to_dict(orient="list"))
+    return row, curve(history).assign(criterion=name, schedule=schedule)
+
+
+def best_run(runs: pd.DataFrame, criterion: str = "lrp") -> str:
+    """The fine-tuned run of ``criterion`` with the best validation accuracy (never test):
+    its artifact name ``<criterion>_<schedule>``."""
+    mine = runs[runs["criterion"] == criterion]
+    if mine.empty:
+        raise ValueError(f"no fine-tuned run of {criterion!r}; runs: {sorted(set(runs['criterion']))}")
+    best = mine.loc[mine["best_val_acc"].idxmax()]
+    return f"{best['criterion']}_{best['schedule']}"
 
 
 def summary(model: nn.Module, history: pd.DataFrame, d: Data, p: config.Profile, original: nn.Module) -> dict:

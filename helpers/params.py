@@ -11,8 +11,10 @@ import dataclasses
 from dataclasses import dataclass
 
 from . import config
-from .criteria import COMPOSITES, CRITERIA
+from .composites import COMPOSITES
+from .criteria import CRITERIA
 from .finetune import SCHEDULES
+from .lowdata import OTHERS
 from .pruning import ALLOCATIONS
 
 
@@ -116,16 +118,21 @@ NOTEBOOKS: dict[str, dict[str, Rule]] = {
         "sweep_allocation": Rule(str, choices=tuple(ALLOCATIONS)),
         "sweep_ratios": Rule(list, item=float, low=0, high=1, open_low=True, open_high=True),
         "full_width_benchmark": Rule(bool, optional=True)},
-    "05_fine_tuning": {
+    "05_low_data": {
+        **_PROFILE, "composite_names": Rule(list, item=str, choices=tuple(COMPOSITES)),
+        "other_criteria": Rule(list, item=str, choices=OTHERS),
+        "lowdata_ref_sizes": Rule(list, item=int, low=1, **_OVERRIDE),
+        "lowdata_seeds": positive(int, **_OVERRIDE)},
+    "06_fine_tuning": {
         **_PROFILE, "criteria_names": Rule(list, item=str, choices=_CRITERIA),
-        "allocation": Rule(str, choices=tuple(ALLOCATIONS)), "schedules": Rule(list, item=str, choices=SCHEDULES),
+        "allocation": Rule(str, choices=tuple(ALLOCATIONS)), "schedules": Rule(list, item=str, choices=tuple(SCHEDULES)),
         "finetune_epochs": positive(float, **_OVERRIDE), "finetune_lr": positive(float, **_OVERRIDE),
         "iterative_step": fraction(open_low=True, open_high=False, **_OVERRIDE),
         "ref_per_class": positive(int, optional=True),
         "sweep_ratios": Rule(list, item=float, low=0, high=1, open_low=True, open_high=True),
         "sweep_budget": fraction(open_low=True, open_high=False), "sweep_lr": positive(float)},
-    "06_quantization": {**_PROFILE, "source": Rule(str), "calibration_batches": positive(int)},
-    "07_results": {"profile": _PROFILE["profile"]},
+    "07_quantization": {**_PROFILE, "source": Rule(str), "calibration_batches": positive(int)},
+    "08_results": {"profile": _PROFILE["profile"]},
 }
 """Notebook (file name without ``.ipynb``) -> parameter name -> rule."""
 

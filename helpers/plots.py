@@ -195,3 +195,37 @@ def pareto(points: pd.DataFrame):
     axes[-1].legend(fontsize=7, bbox_to_anchor=(1.02, 1), loc="upper left")
     fig.tight_layout()
     return fig
+
+
+def lowdata_curves(rows: pd.DataFrame, kind: str, xlabel: str):
+    """Accuracy against the fraction removed, one panel per reference size (columns) and
+    recalibration (rows); the band is the standard deviation over seeds."""
+    df = rows[rows["kind"] == kind].assign(
+        BatchNorm=lambda t: t["bn_recalibrated"].map({False: "as pruned", True: "recalibrated"}))
+    g = sns.relplot(data=df, x="fraction", y="val_acc", hue="label", style="label", markers=True, dashes=False,
+                    col="ref_per_class", row="BatchNorm", kind="line", errorbar="sd", height=2.6, aspect=1.0,
+                    facet_kws={"margin_titles": True})
+    g.set_axis_labels(xlabel, "validation accuracy (%)")
+    g.set_titles(col_template="{col_name} image(s) per class", row_template="{row_name}")
+    sns.move_legend(g, "upper left", bbox_to_anchor=(1.0, 0.9), title="criterion")
+    return g.figure
+
+
+def lowdata_auc(summary: pd.DataFrame):
+    """AUC (mean accuracy over the swept range) against reference images per class, with
+    the standard deviation over seeds as error bars; one panel per kind and recalibration."""
+    df = summary.assign(BatchNorm=lambda t: t["bn_recalibrated"].map({False: "as pruned", True: "recalibrated"}))
+    g = sns.FacetGrid(df, col="kind", row="BatchNorm", hue="label", height=3.0, aspect=1.2,
+                      sharey=False, margin_titles=True)
+    g.map_dataframe(lambda data, color, label: plt.errorbar(
+        data["ref_per_class"], data["auc_mean"], yerr=data["auc_std"], color=color, label=label,
+        marker="o", ms=4, capsize=2, lw=1.2))
+    for ax in g.axes.flat:
+        ax.set_xscale("log")
+        ax.set_xticks(sorted(df["ref_per_class"].unique()))
+        ax.get_xaxis().set_major_formatter(plt.ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    g.set_axis_labels("reference images per class", "AUC: mean accuracy (%)")
+    g.set_titles(col_template="{col_name}", row_template="{row_name}")
+    g.add_legend(title="criterion")
+    return g.figure

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 import logging
 import math
 import os
@@ -201,6 +202,27 @@ def measure_variant(name: str, model: nn.Module, split, p, reference: torch.Tens
     acc = 100.0 * (out.argmax(1) == split.y).float().mean().item()
     return {"variant": name, "test_acc": acc, "test_loss": loss, **agreement(reference, out),
             "size_MB": size_bytes / measure.MB, **measure.latency_pair(model, p.input_size)}
+
+
+def calibration_batches(d, p, n: int) -> list[torch.Tensor]:
+    """``n`` shuffled (seeded) training batches, images only, for activation ranges."""
+    g = torch.Generator().manual_seed(p.seed)
+    return [x for x, _ in itertools.islice(batches(d.train, p.batch_size, p.input_size, shuffle=True, generator=g), n)]
+
+
+def variants(model: nn.Module, static: nn.Module, dynamic: nn.Module, half: dict, folder: Path,
+             source: str, p) -> tuple[dict[str, nn.Module], dict[str, int]]:
+    """Every variant to measure (compiled where the profile asks) and the size of its saved file."""
+    run = compiled if p.compile_quantized else (lambda m: m)
+    files = {"float32": measure.state_dict_bytes(model.state_dict()), "int8 static": file_bytes(folder / f"{source}_int8_static.pt"),
+             "int8 dynamic (linear)": file_bytes(folder / f"{source}_int8_dynamic.pt")}
+    nets = {"float32": model, "int8 static": run(static), "int8 dynamic (linear)": run(dynamic)}
+    if p.compile_quantized:
+        nets["float32 compiled"], files["float32 compiled"] = run(model), files["float32"]
+    for dt, state in half.items():
+        nets[f"{dt} storage"] = from_half_storage(model, state)
+        files[f"{dt} storage"] = file_bytes(folder / f"{source}_{dt}.pt")
+    return nets, files
 
 
 def target_table(table: pd.DataFrame, variant: str = "int8 static") -> pd.DataFrame:

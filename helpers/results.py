@@ -8,21 +8,21 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
-from . import checkpoint, config, criteria, measure, models, pruning, report
-from .training import load_model
+from . import artifacts, checkpoint, config, criteria, measure, models, pruning, report
+from .training import load_artifact
 
 REPORT_CLAIM = {"baseline_acc": 74.44, "baseline_loss": 1.055, "pruned_acc": 74.15,
                 "pruned_loss": 1.186, "size_before_MB": 527.8, "size_after_MB": 46.3}
 
 
 def load_tables(p: config.Profile) -> dict[str, pd.DataFrame]:
-    """Every saved table of notebooks 01-06 (a missing one names the notebook to run)."""
+    """Every saved table of notebooks 01-07 (a missing one names the notebook to run)."""
     names = {"baseline_metrics": "01", "relevance_timing": "02", "relevance_benchmark": "02",
              "unstructured_sweep": "03",
              "structured_allocations": "04", "structured_sweep": "04", "structured_speed_benchmark": "04",
-             "finetune_results": "05", "finetune_curves": "05", "finetune_targets": "05",
-             "finetune_sweep": "05", "finetune_within_1pt": "05",
-             "quantization_results": "06", "quantization_targets": "06"}
+             "finetune_results": "06", "finetune_curves": "06", "finetune_targets": "06",
+             "finetune_sweep": "06", "finetune_within_1pt": "06",
+             "quantization_results": "07", "quantization_targets": "07"}
     tables = {}
     for name, nb in names.items():
         try:
@@ -35,11 +35,10 @@ def load_tables(p: config.Profile) -> dict[str, pd.DataFrame]:
 
 def latencies(p: config.Profile, runs: pd.DataFrame) -> pd.DataFrame:
     """CPU latency (2 threads) of each saved fine-tuned model, measured now."""
-    baseline, _ = load_model(p.artifacts / "baseline" / "model.pt", hint="run 01_baseline_training.ipynb first")
+    baseline, _ = load_artifact(artifacts.baseline(p))
     rows = [{"criterion": "baseline", "schedule": "", **measure.latency_pair(baseline, p.input_size)}]
     for _, r in runs.iterrows():
-        model, _ = load_model(p.artifacts / "finetuned" / f"{r.criterion}_{r.schedule}" / "model.pt",
-                              hint="run 05_fine_tuning.ipynb first")
+        model, _ = load_artifact(artifacts.finetuned_model(p, f"{r.criterion}_{r.schedule}"))
         rows.append({"criterion": r.criterion, "schedule": r.schedule, **measure.latency_pair(model, p.input_size)})
     return pd.DataFrame(rows)
 
@@ -139,3 +138,27 @@ def findings(t: dict[str, pd.DataFrame]) -> list[str]:
                    f"{r.size_ratio:.2f}x smaller and batch-1 latency {r.latency_b1_speedup:.2f}x lower "
                    f"(batch 256: {r.latency_b256_speedup:.2f}x) than the float model run eagerly.")
     return out
+
+
+REPORT_FIGURES = {"results_pareto": "accuracy against size and latency",
+                  "unstructured_accuracy_vs_sparsity": "unstructured pruning, per criterion",
+                  "structured_accuracy_vs_filters": "filter pruning, per criterion",
+                  "structured_kept_filters": "filters kept per layer",
+                  "finetune_curves": "fine-tuning curves", "finetune_accuracy_vs_cost": "accuracy against parameters and FLOPs",
+                  "finetune_sweep": "fine-tuned accuracy against parameter reduction",
+                  "relevance_lrp_heatmaps": "LRP heatmaps", "relevance_rank_correlation": "criteria rank correlation",
+                  "baseline_training_curves": "baseline training"}
+"""Figures of REPORT.md (file name without extension -> caption)."""
+
+
+def report_sections(t: dict[str, pd.DataFrame], arithmetic: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """REPORT.md's tables, titled, in order."""
+    return {"Fine-tuning against the targets": t["finetune_targets"],
+            "How far each criterion gets within 1 point (fine-tuned sweep)": t["finetune_within_1pt"],
+            "Fine-tuned sweep over the fraction of filters removed": t["finetune_sweep"],
+            "Quantization against the targets": t["quantization_targets"],
+            "Structured pruning before fine-tuning (validation)": t["structured_allocations"],
+            "Speed benchmark: half the FLOPs": t["structured_speed_benchmark"],
+            "Cost of each criterion (one call each)": t["relevance_timing"],
+            "Benchmark: LRP against the gradient criterion (medians)": t["relevance_benchmark"],
+            "The original report's recipe on torchvision VGG-16 (architecture arithmetic)": arithmetic}

@@ -18,7 +18,7 @@ from unittest import mock
 
 from jupyter_client.manager import AsyncKernelManager
 
-from . import checkpoint, config, params, progress
+from . import artifacts, checkpoint, config, params, progress
 
 
 class RunError(ValueError):
@@ -139,9 +139,9 @@ def run_all(profile: str, only: list[str] | None = None, parameters: dict | None
     parameters = parameters or {}
     selected = select(folder, only)
     check_parameters(selected, profile, parameters)
-    out_dir = p.artifacts / "notebooks"
+    out_dir = artifacts.executed_notebooks(p).path
     out_dir.mkdir(parents=True, exist_ok=True)
-    times, record = {}, p.artifacts / "notebook_times.json"
+    times, record = {}, artifacts.notebook_times(p).path
     for nb in selected:
         print(f"[{profile}] running {nb.name} ...", flush=True)
         try:
@@ -198,7 +198,7 @@ def main(argv=None) -> None:
     ap.add_argument("--profile", default=os.environ.get(config.PROFILE_ENV) or config.DEFAULT_PROFILE,
                     help=f"one of {', '.join(config.PROFILES)} (default: {config.DEFAULT_PROFILE})")
     ap.add_argument("--only", nargs="+", metavar="NN",
-                    help="run only the notebooks whose name starts with these (e.g. --only 05 06)")
+                    help="run only the notebooks whose name starts with these (e.g. --only 06 07)")
     ap.add_argument("-p", "--parameter", nargs=2, action="append", default=[],
                     metavar=("NAME", "VALUE"), help="a notebook parameter, VALUE read as YAML")
     ap.add_argument("--store-smoke-outputs", action="store_true",

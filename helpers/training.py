@@ -17,6 +17,36 @@ from .data import Data, Split, batches
 from .models import ModelError, cpu_state, device_of, model_from_state
 
 
+class DivergenceError(RuntimeError):
+    """A training run whose loss became NaN or infinite, or whose validation accuracy is still
+    at chance after its first epoch: it is stopped and never reported as a result."""
+
+
+def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, y: torch.Tensor,
+                      temperature: float, alpha: float, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Knowledge distillation (Hinton et al. 2015): ``alpha`` T^2 KL(softmax(teacher/T) ||
+    softmax(student/T)) + (1 - alpha) cross-entropy with the labels, averaged over the batch.
+    The T^2 keeps the soft term's gradient scale independent of T."""
+    t = float(temperature)
+    soft = F.kl_div(F.log_softmax(student / t, dim=1), F.log_softmax(teacher / t, dim=1),
+                    log_target=True, reduction="batchmean") * t * t
+    hard = F.cross_entropy(student, y, label_smoothing=label_smoothing)
+    return alpha * soft + (1 - alpha) * hard
+
+
+def check_diverged(name: str, epoch: int, loss: float, val_acc: float | None = None,
+                   chance: float = 1.0, factor: float = 2.0) -> None:
+    """Raise :class:`DivergenceError` naming run ``name`` if ``loss`` is not finite, or if after
+    the first epoch the validation accuracy (%) is at most ``factor`` times ``chance`` (%)."""
+    if not torch.isfinite(torch.tensor(loss)):
+        raise DivergenceError(f"{name}: the training loss became {loss} in epoch {epoch}; the run "
+                              "diverged (lower the learning rate) and is not reported")
+    if epoch == 1 and val_acc is not None and val_acc <= factor * chance:
+        raise DivergenceError(f"{name}: validation accuracy {val_acc:.2f} % after the first epoch is at "
+                              f"chance ({chance:.2f} %); the run collapsed (lower the learning rate, or "
+                              "check the pruned network) and is not reported")
+
+
 def _autocast(dev: torch.device):
     return torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda")
 
@@ -49,9 +79,11 @@ def make_optimizer(model: nn.Module, p: config.Profile, steps: int):
 
 
 def train_epoch(model, split: Split, opt, sched, p: config.Profile, generator, desc="",
-                max_steps: int | None = None) -> dict:
+                max_steps: int | None = None, teacher: nn.Module | None = None) -> dict:
     """One pass over ``split`` (or its first ``max_steps`` batches) with augmentation; returns
-    mean loss, accuracy, optimizer steps taken and images/s. Runs on the model's device."""
+    mean loss, accuracy, optimizer steps taken and images/s. Runs on the model's device. With a
+    ``teacher`` and ``p.kd_alpha > 0`` the loss is :func:`distillation_loss`. A non-finite loss
+    stops the epoch at once with :class:`DivergenceError`."""
     dev = device_of(model)
     model.train()
     loss_sum, correct, n, start = 0.0, 0, 0, time.perf_counter()
@@ -63,7 +95,9 @@ def train_epoch(model, split: Split, opt, sched, p: config.Profile, generator, d
         x, y = x.to(dev), y.to(dev)
         with _autocast(dev):
             out = model(x)
-            loss = F.cross_entropy(out.float(), y, label_smoothing=p.label_smoothing)
+            loss = _loss(out.float(), x, y, p, teacher)
+        if not torch.isfinite(loss):
+            check_diverged(desc or "training", 0, loss.item())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -74,6 +108,15 @@ def train_epoch(model, split: Split, opt, sched, p: config.Profile, generator, d
     seconds = time.perf_counter() - start
     return {"train_loss": loss_sum / n, "train_acc": 100.0 * correct / n, "steps": steps,
             "epoch_s": seconds, "img_per_s": n / seconds}
+
+
+def _loss(out: torch.Tensor, x: torch.Tensor, y: torch.Tensor, p: config.Profile,
+          teacher: nn.Module | None) -> torch.Tensor:
+    if teacher is None or p.kd_alpha == 0:
+        return F.cross_entropy(out, y, label_smoothing=p.label_smoothing)
+    with torch.no_grad():
+        soft = teacher(x).float()
+    return distillation_loss(out, soft, y, p.kd_temperature, p.kd_alpha, p.label_smoothing)
 
 
 def steps_per_epoch(n: int, batch_size: int) -> int:
@@ -89,7 +132,8 @@ def _run_config(p: config.Profile, spec: dict, steps: int) -> dict:
 
 def fit(model: nn.Module, data: Data, p: config.Profile, state_path: Path, spec: dict,
         epochs: int | None = None, stop_after: int | None = None,
-        max_steps: int | None = None, replica: nn.Module | None = None) -> pd.DataFrame:
+        max_steps: int | None = None, replica: nn.Module | None = None,
+        teacher: nn.Module | None = None, guard: str | None = None) -> pd.DataFrame:
     """Train ``model`` on its device for ``epochs`` (default ``p.epochs``), resuming from ``state_path``.
 
     ``max_steps`` caps the number of optimizer steps instead (the last epoch is cut short), so
@@ -104,6 +148,11 @@ def fit(model: nn.Module, data: Data, p: config.Profile, state_path: Path, spec:
     ``DistributedDataParallel``) runs the training steps: each process trains on its shard of
     the training split with ``batch_size / N`` images per step (the history's training loss and
     accuracy are rank 0's shard's), and rank 0 alone writes ``state_path``.
+
+    ``teacher`` (the unpruned baseline, on the model's device) adds knowledge distillation with
+    the profile's ``kd_alpha`` and ``kd_temperature``. ``guard`` names the run for
+    :func:`check_diverged` after every epoch (fine-tuning: a run still at chance after its first
+    epoch stops with :class:`DivergenceError` before anything is saved).
     """
     spe = steps_per_epoch(len(data.train), p.batch_size)
     total = (p.epochs if epochs is None else epochs) * spe if max_steps is None else max_steps
@@ -114,6 +163,9 @@ def fit(model: nn.Module, data: Data, p: config.Profile, state_path: Path, spec:
     local = distributed.local_profile(p, ctx)
     opt, sched = make_optimizer(model, p, total)
     run = _run_config(p, spec, total)
+    if teacher is not None and p.kd_alpha > 0:
+        run["distillation"] = {"alpha": p.kd_alpha, "temperature": p.kd_temperature}
+        teacher.eval()
     state = _resume(state_path, run, model, opt, sched)
     history, best = state["history"], state["best"]
     for epoch in range(len(history), n_epochs):
@@ -123,9 +175,11 @@ def fit(model: nn.Module, data: Data, p: config.Profile, state_path: Path, spec:
         train = data.train if ctx.world == 1 else distributed.shard(data.train, epoch, p.seed, ctx)
         row = {"epoch": epoch + 1, **train_epoch(replica or model, train, opt, sched, local, g,
                                                   f"epoch {epoch + 1}/{n_epochs}",
-                                                  max_steps=total - epoch * spe)}
+                                                  max_steps=total - epoch * spe, teacher=teacher)}
         val = evaluate(model, data.val, p.eval_batch_size, p.input_size)
         row.update(val_loss=val["loss"], val_acc=val["acc"], lr=sched.get_last_lr()[0])
+        if guard:
+            check_diverged(guard, row["epoch"], row["train_loss"], row["val_acc"])
         history.append(row)
         progress.line(f"{Path(state_path).parent.name}: epoch {row['epoch']}/{n_epochs}, validation {row['val_acc']:.1f} %")
         if best is None or row["val_acc"] > best["val_acc"]:
@@ -161,6 +215,11 @@ def save_model(model: nn.Module, spec: dict, path: Path, p: config.Profile, **in
     the profile that made it, and ``info``."""
     return checkpoint.save({"kind": "model", "spec": spec, "model": cpu_state(model),
                             "profile": dataclasses.asdict(p), **info}, path)
+
+
+def load_artifact(a, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
+    """:func:`load_model` of an :class:`helpers.artifacts.Artifact` (a missing file names its notebook)."""
+    return load_model(a.path, a.hint, device)
 
 
 def load_model(path: Path, hint: str = "", device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:

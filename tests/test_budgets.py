@@ -1,5 +1,5 @@
 """Memory budget (issue: a laptop with 8 GB must run the series): the heaviest step of the smoke
-series and of ``make test`` is notebook 07's architecture arithmetic on torchvision VGG-16
+series and of ``make test`` is notebook 08's architecture arithmetic on torchvision VGG-16
 (134,670,244 parameters); it must stay within 4 GiB. It was 10.4 GB."""
 import subprocess
 import sys

@@ -4,9 +4,11 @@ import torch.nn.functional as F
 from torch import nn
 from zennit.attribution import Gradient
 from zennit.canonizers import SequentialMergeBatchNorm
-from zennit.composites import EpsilonAlpha2Beta1, EpsilonGammaBox, EpsilonPlusFlat
+from zennit.composites import EpsilonAlpha2Beta1, EpsilonGammaBox, EpsilonPlusFlat, LayerMapComposite, layer_map_base
+from zennit.rules import Epsilon
+from zennit.types import Convolution
 
-from helpers import criteria, data, models
+from helpers import composites, criteria, data, models
 from helpers.data import Split
 
 
@@ -71,6 +73,8 @@ REFERENCE_COMPOSITES = {  # zennit's own composites, as shipped
     "epsilon_gamma_box": lambda low, high: EpsilonGammaBox(low=low, high=high,
                                                            canonizers=[SequentialMergeBatchNorm()]),
     "epsilon_alpha2_beta1": lambda low, high: EpsilonAlpha2Beta1(canonizers=[SequentialMergeBatchNorm()]),
+    "epsilon": lambda low, high: LayerMapComposite(layer_map_base() + [(Convolution, Epsilon()), (nn.Linear, Epsilon())],
+                                                   canonizers=[SequentialMergeBatchNorm()]),
 }
 
 
@@ -100,7 +104,7 @@ def _reference_filter_relevance(model, ref, composite):
     return sums
 
 
-@pytest.mark.parametrize("composite", list(criteria.COMPOSITES))
+@pytest.mark.parametrize("composite", list(composites.COMPOSITES))
 def test_filter_relevance_agrees_with_independent_computation(composite):
     model, ref = _vgg(), _ref(1)
     s = criteria.compute_scores(model, ref, "lrp", composite=composite, normalize=False, absolute=False)

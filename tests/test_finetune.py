@@ -86,3 +86,14 @@ def test_within_points_picks_the_largest_reduction_within_the_band():
     assert list(reach.index) == ["a", "b"]  # the unpruned control is not a criterion
     assert reach.loc["a", "ratio"] == 0.25 and reach.loc["a", "params_reduction"] == 2.0
     assert pd.isna(reach.loc["b", "ratio"])  # never within 1 point
+
+
+def test_best_run_is_chosen_on_validation_never_test():
+    import pandas as pd
+    runs = pd.DataFrame([{"criterion": "lrp", "schedule": "oneshot", "best_val_acc": 50.0, "test_acc": 90.0},
+                         {"criterion": "lrp", "schedule": "iterative", "best_val_acc": 51.0, "test_acc": 10.0},
+                         {"criterion": "weight", "schedule": "oneshot", "best_val_acc": 99.0, "test_acc": 99.0}])
+    assert finetune.best_run(runs, "lrp") == "lrp_iterative"
+    assert finetune.best_run(runs.drop(columns="test_acc"), "lrp") == "lrp_iterative"  # test never read
+    with pytest.raises(ValueError, match="no fine-tuned run of 'taylor'"):
+        finetune.best_run(runs, "taylor")

@@ -33,3 +33,15 @@ def test_speed_finding_names_what_meets_the_target_at_both_batch_sizes():
     assert "small, uniform, eager: 0.59 / 0.85" in text and "big, uniform, folded: 0.81 / 0.80" in text
     assert text.endswith("Target met at both batch sizes by big, uniform, folded.")
     assert report.speed_finding(bench.iloc[:2]).endswith("by none.")
+
+
+def test_report_sections_survive_a_rewrite_of_the_report(tmp_path):
+    path = tmp_path / "REPORT.md"
+    report.update_section(path, "lowdata", "## Low data\n\nfirst")
+    report.write_report("# Results\n\nmain text", path)
+    report.update_section(path, "lowdata", "## Low data\n\nsecond")
+    text = path.read_text()
+    assert text.startswith("# Results\n\nmain text\n")
+    assert text.count("<!-- lowdata:start -->") == 1 and "second" in text and "first" not in text
+    report.write_report("# Results\n\nnew main", path)
+    assert "main text" not in path.read_text() and "second" in path.read_text()

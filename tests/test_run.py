@@ -126,4 +126,4 @@ def test_notebook_defaults_pass_their_own_rules():
 def test_cross_parameter_rule():
     with pytest.raises(params.ParameterError, match=r"step \(0.5\) must not exceed max_sparsity \(0.3\)"):
         params.check("03_unstructured_pruning", {"step": 0.5, "max_sparsity": 0.3})
-    assert params.check("05_fine_tuning", {"profile": "smoke", "ref_per_class": 3}).ref_per_class == 3
+    assert params.check("06_fine_tuning", {"profile": "smoke", "ref_per_class": 3}).ref_per_class == 3

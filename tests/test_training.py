@@ -137,3 +137,52 @@ def test_written_files_follow_the_umask(tmp_path):
         assert (checkpoint.save_text("x", tmp_path / "private.txt").stat().st_mode & 0o777) == 0o600
     finally:
         os.umask(old)
+
+
+def test_distillation_loss_against_a_hand_computation():
+    s = torch.tensor([[1.0, 2.0, 0.0]])
+    t = torch.tensor([[0.0, 3.0, 1.0]])
+    y = torch.tensor([2])
+    T, alpha = 2.0, 0.7
+    ps = torch.exp(s / T) / torch.exp(s / T).sum()
+    pt = torch.exp(t / T) / torch.exp(t / T).sum()
+    kl = (pt * (pt.log() - ps.log())).sum()
+    ce = -torch.log(torch.exp(s[0, 2]) / torch.exp(s).sum())
+    want = alpha * T * T * kl + (1 - alpha) * ce
+    assert training.distillation_loss(s, t, y, T, alpha).item() == pytest.approx(want.item(), rel=1e-6)
+    assert training.distillation_loss(s, t, y, T, 0.0).item() == pytest.approx(ce.item(), rel=1e-6)
+    assert training.distillation_loss(t, t, y, T, 1.0).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_distillation_only_when_asked(quick, tmp_path):
+    d, model, spec = _setup(quick)
+    teacher = models.create_model(quick)
+    plain = training.fit(model, d, quick, tmp_path / "a.pt", spec, epochs=1, teacher=teacher)
+    d2, model2, _ = _setup(quick)
+    kd = training.fit(model2, d2, config.get_profile("smoke", epochs=2, synthetic_train_per_class=6, kd_alpha=0.5),
+                      tmp_path / "b.pt", spec, epochs=1, teacher=teacher)
+    assert plain["train_loss"].iloc[0] != kd["train_loss"].iloc[0]  # kd_alpha 0: labels only
+    assert "distillation" in checkpoint.load(tmp_path / "b.pt")["run"]
+
+
+def test_divergence_guard_fires_on_a_planted_nan(quick, tmp_path):
+    d, model, spec = _setup(quick)
+    with torch.no_grad():
+        next(model.parameters()).fill_(float("nan"))
+    with pytest.raises(training.DivergenceError, match="became nan"):
+        training.fit(model, d, quick, tmp_path / "s.pt", spec, epochs=1, guard="lrp one-shot")
+    assert not (tmp_path / "s.pt").exists()  # nothing saved from a diverged run
+
+
+def test_divergence_guard_fires_on_a_learning_rate_of_ten(quick, tmp_path):
+    d, model, spec = _setup(quick)
+    wild = config.get_profile("smoke", epochs=2, synthetic_train_per_class=6, lr=10.0)
+    with pytest.raises(training.DivergenceError, match="lrp one-shot"):
+        training.fit(model, d, wild, tmp_path / "s.pt", spec, epochs=1, guard="lrp one-shot")
+
+
+def test_divergence_guard_names_the_run_and_spares_healthy_runs():
+    training.check_diverged("x", 1, 2.3, val_acc=40.0)  # fine
+    training.check_diverged("x", 2, 2.3, val_acc=1.0)   # only the first epoch is judged
+    with pytest.raises(training.DivergenceError, match="weight at 30 %: validation accuracy 1.50 %"):
+        training.check_diverged("weight at 30 %", 1, 2.3, val_acc=1.5)

@@ -1,0 +1,75 @@
+"""Summaries over seeds: area under a curve, mean and spread, paired differences with intervals."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+
+def auc(x, y) -> float:
+    """Area under ``y(x)`` by the trapezoid rule, divided by the span of ``x``: the mean of
+    ``y`` over the range (in ``y``'s unit). ``x`` need not be sorted; it needs two distinct values."""
+    order = np.argsort(np.asarray(x, dtype=float))
+    xs, ys = np.asarray(x, dtype=float)[order], np.asarray(y, dtype=float)[order]
+    if len(xs) < 2 or xs[-1] == xs[0]:
+        raise ValueError(f"the area under a curve needs at least two distinct x values, got {list(xs)}")
+    return float(np.trapezoid(ys, xs) / (xs[-1] - xs[0]))
+
+
+def spread(df: pd.DataFrame, by: list[str], value: str) -> pd.DataFrame:
+    """n, mean and sample standard deviation (ddof 1; 0 when n is 1) of ``value`` per group."""
+    g = df.groupby(by, sort=False, dropna=False)[value]
+    out = g.agg(n="count", mean="mean", std="std").reset_index()
+    out["std"] = out["std"].fillna(0.0)
+    return out
+
+
+def paired_difference(a, b, confidence: float = 0.95) -> dict:
+    """Mean of ``a - b`` over pairs (same seed), its sample standard deviation and the
+    Student-t interval at ``confidence``; ``resolved`` when the interval excludes 0. With one
+    pair the interval is undefined (NaN) and nothing is resolved."""
+    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    if d.ndim != 1 or len(d) == 0:
+        raise ValueError("paired_difference needs two equally long, non-empty sequences")
+    n, mean = len(d), float(d.mean())
+    if n < 2:
+        return {"n": n, "mean": mean, "std": float("nan"), "low": float("nan"), "high": float("nan"),
+                "half_width": float("nan"), "resolved": False}
+    std = float(d.std(ddof=1))
+    half = float(sps.t.ppf(0.5 + confidence / 2, n - 1) * std / np.sqrt(n))
+    return {"n": n, "mean": mean, "std": std, "low": mean - half, "high": mean + half,
+            "half_width": half, "resolved": bool(mean - half > 0 or mean + half < 0)}
+
+
+def seeds_needed(std: float, half_width: float = 0.5, confidence: float = 0.95) -> int:
+    """Pairs needed for a t-interval of at most ``half_width`` given the paired differences'
+    standard deviation ``std`` (the smallest n with t(n-1) std / sqrt(n) <= half_width)."""
+    if not std > 0:
+        return 2
+    for n in range(2, 10_000):
+        if sps.t.ppf(0.5 + confidence / 2, n - 1) * std / np.sqrt(n) <= half_width:
+            return n
+    return 10_000
+
+
+def largest_within(df: pd.DataFrame, by: list[str], x: str, select: str, reference: float,
+                   max_drop: float = 1.0, report: str | None = None) -> pd.DataFrame:
+    """Per group of ``by``: the largest ``x`` whose mean ``select`` (over the rows sharing that
+    ``x``, e.g. seeds) is at most ``max_drop`` below ``reference``. The point is located on
+    ``select`` (validation accuracy) only; ``report`` (test accuracy) is then read at that point
+    as n, mean and standard deviation. Groups where no ``x`` qualifies get NaN."""
+    rows = []
+    for key, g in df.groupby(by, sort=False):
+        means = g.groupby(x)[select].mean()
+        ok = means[means >= reference - max_drop]
+        row = dict(zip(by, key if isinstance(key, tuple) else (key,)))
+        if ok.empty:
+            rows.append({**row, x: float("nan"), f"{select}_mean": float("nan"), "n_seeds": 0})
+            continue
+        at = g[g[x] == ok.index.max()]
+        row.update({x: ok.index.max(), f"{select}_mean": float(at[select].mean()), "n_seeds": len(at)})
+        if report:
+            row.update({f"{report}_mean": float(at[report].mean()),
+                        f"{report}_std": float(at[report].std(ddof=1)) if len(at) > 1 else 0.0})
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -1,0 +1,201 @@
+"""The low-data study (notebook 05): composites, reference sampling, AUC and paired intervals."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from helpers import composites, config, criteria, data, lowdata, stats
+from helpers.data import Data, Split
+
+from test_criteria import _ref, _tiny, _vgg
+
+ALL_ZPLUS = "depth:low=zplus,middle=zplus,high=zplus,dense=epsilon"
+ALL_EPSILON = "depth:low=epsilon,middle=epsilon,high=epsilon,dense=epsilon"
+
+
+# ----------------------------------------------------------------------------- composites
+def _filter_scores(model, ref, composite):
+    return criteria.compute_scores(model, ref, "lrp", composite=composite, normalize=False, absolute=False)["filter"]
+
+
+@pytest.mark.parametrize("depth, stock", [(ALL_ZPLUS, "epsilon_plus_flat"), (ALL_EPSILON, "epsilon"),
+                                          ("depth:low=gamma,middle=gamma,high=gamma,dense=epsilon", "epsilon_gamma_box")])
+def test_depth_composite_equals_stock_composite_where_the_rules_coincide(depth, stock):
+    model, ref = _vgg().double(), _ref(1)
+    ours, theirs = _filter_scores(model, ref, depth), _filter_scores(model, ref, stock)
+    for n in theirs:
+        torch.testing.assert_close(ours[n], theirs[n], rtol=1e-9, atol=1e-12)
+
+
+def test_epsilon_and_gamma_conserve_relevance_on_a_bias_free_model():
+    model, ref = _tiny(), _ref(1)
+    x = data.normalize(ref.x).double()
+    total = model(x).gather(1, ref.y[:, None]).sum().item()
+    for name in (ALL_EPSILON, "depth:low=gamma(0.25),middle=gamma,high=gamma,dense=epsilon"):
+        s = criteria.compute_scores(model, ref, "lrp", composite=name, normalize=False, absolute=False)
+        for layer, r in s["filter"].items():
+            assert r.sum().item() == pytest.approx(total, rel=1e-5), (name, layer)
+
+
+def test_depth_groups_follow_the_vgg_blocks():
+    groups = composites.depth_groups(_vgg())
+    assert [len(groups[g]) for g in composites.GROUPS] == [4, 6, 3, 2]
+
+
+def test_depth_names_round_trip():
+    name = "depth:low=gamma(0.1),middle=epsilon(0.25),high=zplus,dense=epsilon(1e-06)"
+    assert composites.depth_name(composites.parse_depth(name)) == name
+
+
+@pytest.mark.parametrize("name, says", [
+    ("nonsense", "epsilon_plus_flat"),
+    ("depth:low=zplus,middle=zplus,high=zplus", "low, middle, high, dense"),
+    ("depth:low=alpha,middle=zplus,high=zplus,dense=epsilon", "valid rules: epsilon, gamma, zplus"),
+    ("depth:low=zplus(2),middle=zplus,high=zplus,dense=epsilon", "takes no parameter"),
+    ("depth:low=gamma(-1),middle=zplus,high=zplus,dense=epsilon", "must be > 0"),
+])
+def test_bad_composites_and_rules_get_a_clear_error(name, says):
+    with pytest.raises(criteria.ScoreError, match=says.replace("(", r"\(")):
+        criteria.compute_scores(_vgg(), _ref(1), "lrp", composite=name)
+
+
+def test_study_refuses_unknown_composite_and_criterion():
+    p = config.get_profile("smoke")
+    with pytest.raises(lowdata.StudyError, match="valid: epsilon_plus_flat"):
+        lowdata.make_study(p, ["eps"], ["gradient"])
+    with pytest.raises(lowdata.StudyError, match="valid: gradient, taylor, weight, random"):
+        lowdata.make_study(p, ["epsilon"], ["lrp"])
+
+
+# ----------------------------------------------------------------------------- reference sets
+def _data(per_class=6, val=4, test=3):
+    """Train images filled with 1, validation with 2, test with 3: where a draw came from is visible."""
+    def split(n, value):
+        y = torch.arange(100).repeat_interleave(n)
+        return Split(torch.full((len(y), 3, 32, 32), value, dtype=torch.uint8), y)
+    return Data(split(per_class, 1), split(val, 2), split(test, 3), [f"c{i}" for i in range(100)])
+
+
+def test_reference_draws_the_requested_count_per_class_from_training_images_only():
+    d = _data()
+    for k in (1, 2, 4):
+        ref = lowdata.reference(d, k, seed=3, val_per_class=4)
+        assert torch.bincount(ref.y, minlength=100).tolist() == [k] * 100
+        assert (ref.x == 1).all()  # training images, never validation (2) or test (3)
+
+
+def test_reference_sets_of_one_seed_are_nested():
+    d = _data()
+    d.train.x[:] = torch.arange(len(d.train.y)).view(-1, 1, 1, 1) % 256
+    small, large = (lowdata.reference(d, k, seed=1, val_per_class=4) for k in (2, 4))
+    assert {tuple(v.flatten()[:1].tolist()) for v in small.x} <= {tuple(v.flatten()[:1].tolist()) for v in large.x}
+
+
+@pytest.mark.parametrize("size", [0, 5, -1, 2.0, True])
+def test_bad_reference_sizes_are_refused_naming_the_range(size):
+    with pytest.raises(lowdata.StudyError, match="from 1 to 4"):
+        lowdata.reference(_data(), size, seed=0, val_per_class=4)
+
+
+def test_validation_halves_are_disjoint_and_never_test():
+    p = config.get_profile("smoke", val_per_class=4)
+    d = _data()
+    d = Data(d.train, Split(torch.arange(len(d.val.y)).view(-1, 1, 1, 1), d.val.y), d.test, d.classes)  # ids
+    a, b = lowdata.validation_halves(d, p, per_class=2)
+    ids_a, ids_b = set(a.x[:, 0, 0, 0].tolist()), set(b.x[:, 0, 0, 0].tolist())
+    assert len(a) == len(b) == 200 and not ids_a & ids_b
+    with pytest.raises(lowdata.StudyError, match="1..2"):
+        lowdata.validation_halves(d, p, per_class=3)
+
+
+# ----------------------------------------------------------------------------- summaries
+def test_auc_against_a_hand_computation():
+    # trapezoids: (10+20)/2*0.1 + (20+40)/2*0.2 = 1.5 + 6 = 7.5 over a span of 0.3
+    assert stats.auc([0.1, 0.2, 0.4], [10, 20, 40]) == pytest.approx(25.0)
+    assert stats.auc([0.4, 0.1, 0.2], [40, 10, 20]) == pytest.approx(25.0)  # order does not matter
+    with pytest.raises(ValueError, match="two distinct"):
+        stats.auc([0.1], [3])
+
+
+def test_paired_difference_against_a_hand_computation():
+    a, b = [3.0, 3.5, 2.5], [1.0, 1.0, 1.0]   # differences 2, 2.5, 1.5: mean 2, sd 0.5
+    d = stats.paired_difference(a, b)
+    half = 4.302652729749464 * 0.5 / np.sqrt(3)  # t(0.975, 2) * sd / sqrt(n) = 1.242
+    assert d["mean"] == pytest.approx(2.0) and d["std"] == pytest.approx(0.5)
+    assert (d["low"], d["high"]) == pytest.approx((2 - half, 2 + half))
+    assert d["resolved"] is True
+    assert stats.paired_difference([3.0, 5.0, 4.0], [1.0, 2.0, 3.0])["resolved"] is False  # sd 1: +-2.48
+    assert stats.paired_difference([1, 2], [2, 1])["resolved"] is False
+    assert np.isnan(stats.paired_difference([1], [0])["low"])
+
+
+def test_seeds_needed_for_a_half_point_interval():
+    # sd 0.5: n=6 gives t(0.975,5)=2.571*0.5/sqrt(6)=0.525, n=7 gives 2.447*0.5/sqrt(7)=0.462
+    assert stats.seeds_needed(0.5) == 7
+
+
+def _aucs():
+    rows = []
+    for seed, (l, g) in enumerate([(30, 20), (32, 21), (31, 22)]):
+        rows.append({"label": "lrp (searched)", "auc": l, "seed": seed})
+        rows.append({"label": "gradient", "auc": g, "seed": seed})
+    rows.append({"label": "weight", "auc": 25.0, "seed": 0})
+    return pd.DataFrame(rows).assign(kind="structured", bn_recalibrated=False, ref_per_class=1)
+
+
+def test_paired_table_pairs_by_seed_and_repeats_seed_free_criteria():
+    pairs = lowdata.paired(_aucs()).set_index("other")
+    assert pairs.loc["gradient", "diff_mean"] == pytest.approx(10.0)
+    assert pairs.loc["weight", "n"] == 3 and pairs.loc["weight", "diff_mean"] == pytest.approx(6.0)
+    summary = lowdata.auc_summary(_aucs().assign(criterion="", composite=""))
+    text = lowdata.conclusions(summary, lowdata.paired(_aucs()))
+    # the strongest other criterion by mean AUC is weight (25 against gradient's 21)
+    assert "lrp (searched) against the strongest" in text[0]
+    assert "1/class: ahead of weight by +6.00 points [+3.52, +8.48], resolved" in text[0]
+
+
+def test_auc_table_from_curves():
+    rows = pd.DataFrame([{"kind": "structured", "bn_recalibrated": False, "label": "x", "criterion": "x",
+                          "composite": "", "ref_per_class": 1, "seed": 0, "fraction": f, "val_acc": a}
+                         for f, a in [(0.1, 10), (0.2, 20), (0.4, 40)]])
+    assert lowdata.auc_table(rows)["auc"].tolist() == pytest.approx([25.0])
+
+
+def test_reference_chunks_add_up_to_the_reference_sets():
+    d = _data(per_class=12)
+    d.train.x[:] = (torch.arange(len(d.train.y)) % 251).view(-1, 1, 1, 1)
+    chunks = lowdata.reference_chunks(d, (1, 2, 4), seed=5, val_per_class=4)
+    assert [len(c) for c in chunks] == [100, 100, 200]
+    for k, size in enumerate((1, 2, 4), start=1):
+        union = torch.cat([c.x for c in chunks[:k]])[:, 0, 0, 0].sort().values
+        want = lowdata.reference(d, size, seed=5, val_per_class=4).x[:, 0, 0, 0].sort().values
+        assert torch.equal(union, want)
+
+
+@pytest.mark.parametrize("criterion", ["lrp", "gradient", "taylor"])
+def test_nested_scores_equal_scores_of_each_set(criterion):
+    model, ref = _vgg(), _ref(2)
+    first, second = Split(ref.x[::2], ref.y[::2]), Split(ref.x[1::2], ref.y[1::2])
+    nested = criteria.nested_scores(model, [first, second], criterion, batch_size=50)
+    whole = criteria.compute_scores(model, Split(torch.cat([first.x, second.x]), torch.cat([first.y, second.y])),
+                                    criterion, batch_size=50)
+    alone = criteria.compute_scores(model, first, criterion, batch_size=50)
+    for kind in ("filter", "weight"):
+        for n in whole[kind]:
+            torch.testing.assert_close(nested[0][kind][n], alone[kind][n])
+            torch.testing.assert_close(nested[1][kind][n], whole[kind][n])
+    assert [s["n_images"] for s in nested] == [100, 200]
+
+
+def test_largest_compression_within_one_point_is_located_on_validation():
+    t = pd.DataFrame([  # baseline validation accuracy 60
+        *({"criterion": "lrp", "x": 2.0, "seed": s, "val": v, "test": 70.0} for s, v in enumerate([59.5, 59.2, 59.4])),
+        *({"criterion": "lrp", "x": 3.0, "seed": s, "val": v, "test": 71.0 + s} for s, v in enumerate([59.0, 59.1, 59.3])),
+        *({"criterion": "lrp", "x": 4.0, "seed": s, "val": v, "test": 99.0} for s, v in enumerate([58.0, 59.6, 58.5])),
+        *({"criterion": "weight", "x": 2.0, "seed": s, "val": 50.0, "test": 60.0} for s in range(3)),
+    ])
+    got = stats.largest_within(t, ["criterion"], "x", "val", reference=60.0, report="test").set_index("criterion")
+    # lrp: x=4 has mean val 58.7 (> 1 point below) although its test accuracy is best; x=3 (59.13) qualifies
+    assert got.loc["lrp", "x"] == 3.0 and got.loc["lrp", "test_mean"] == pytest.approx(72.0)
+    assert got.loc["lrp", "test_std"] == pytest.approx(1.0) and got.loc["lrp", "n_seeds"] == 3
+    assert np.isnan(got.loc["weight", "x"])
