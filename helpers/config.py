@@ -64,8 +64,8 @@ class Profile:
     lowdata_seeds: int = 5                         # notebook 05: draws of each reference size
     lowdata_fractions: tuple = (0.1, 0.2, 0.3, 0.4)  # notebook 05: fractions of filters removed
     lowdata_sparsities: tuple = (0.2, 0.5, 0.8)      # notebook 05: unstructured sparsities
-    lowdata_eval_per_class: int = 4                # notebook 05: validation images per class in each half
-    lowdata_recal_batches: int = 3                 # notebook 05: training batches per BatchNorm recalibration
+    lowdata_eval_per_class: int = 3                # notebook 05: validation images per class in each half
+    lowdata_recal_batches: int = 2                 # notebook 05: training batches per BatchNorm recalibration
 
     def __post_init__(self):
         validate(self)
