@@ -387,11 +387,13 @@ def auc_pivot(summary: pd.DataFrame, kind: str, bn: bool) -> pd.DataFrame:
 
 
 def report_section(summary: pd.DataFrame, pairs: pd.DataFrame, searched: str, test: dict,
-                   timing: pd.DataFrame, cost: pd.DataFrame) -> str:
-    """The study's section of ``REPORT.md`` (and, through it, of the README)."""
+                   timing: pd.DataFrame, cost: pd.DataFrame, baseline: dict) -> str:
+    """The study's section of ``REPORT.md`` (and, through it, of the README); ``baseline`` is
+    the metrics saved with the baseline model the study pruned."""
     n = int(summary["n_seeds"].max())
     lines = ["## Few reference images, no fine-tuning (notebook 05)", "",
-             f"AUC = mean validation accuracy (%) over the swept fractions, mean ± std over {n} seeds "
+             f"Pruned baseline: test accuracy {baseline['test_acc']:.2f} %, {int(baseline['parameters']):,} "
+             f"parameters. AUC = mean validation accuracy (%) over the swept fractions, mean ± std over {n} seeds "
              "(reference images drawn from the training split; accuracy on a fixed half of the "
              "validation split). Full tables: `lowdata_auc.csv`, `lowdata_paired.csv`, `lowdata.csv`.", ""]
     lines += [f"- {c}" for c in conclusions(summary, pairs)] + [
