@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -38,6 +39,12 @@ class IPCKernelManager(AsyncKernelManager):
         # absolute, so kernel and client agree whatever their working folders
         kwargs.setdefault("ip", str(runtime / f"kernel-{uuid.uuid4().hex[:12]}-ipc"))
         super().__init__(**kwargs)
+
+    def format_kernel_cmd(self, extra_arguments=None):
+        """The kernel command, with ipykernel's capture of its process-level output off: the
+        progress lines written to the kernel's own stderr reach the runner's terminal only,
+        never the notebook."""
+        return super().format_kernel_cmd([*(extra_arguments or []), "--IPKernelApp.capture_fd_output=False"])
 
 
 def notebooks(folder: Path = config.NOTEBOOKS_DIR) -> list[Path]:
@@ -126,7 +133,19 @@ def publish(executed: Path, folder: Path) -> Path:
     for cell in nb.cells:
         cell.metadata.pop("papermill", None)
         cell.metadata.pop("execution", None)
+        if cell.cell_type == "code":
+            cell.outputs = [o for o in cell.outputs if not _progress_only(o)]
     return checkpoint.save_text(nbformat.writes(nb), Path(folder) / executed.name)
+
+
+_PROGRESS_LINE = re.compile(r"^  \[\d\d_\w+\] \d\d:\d\d:\d\d .*$")
+
+
+def _progress_only(output) -> bool:
+    """A stderr stream holding nothing but runner progress lines (``progress.line``), as a
+    kernel that captured its process-level output stored them."""
+    return output.get("output_type") == "stream" and output.get("name") == "stderr" and \
+        all(_PROGRESS_LINE.match(line) for line in output.get("text", "").splitlines() if line.strip())
 
 
 def run_all(profile: str, only: list[str] | None = None, parameters: dict | None = None,

@@ -5,7 +5,7 @@ import re
 import nbformat
 import pytest
 
-from helpers import run
+from helpers import config, run
 
 _PATH = re.compile(r"/(work|tmp|root|home|Users)/")
 _STAMP = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
@@ -34,6 +34,21 @@ def problems(nb) -> list[str]:
 
 @pytest.mark.parametrize("path", run.notebooks(), ids=lambda p: p.name)
 def test_stored_notebooks_are_clean(path):
+    assert problems(nbformat.read(path, as_version=4)) == []
+
+
+PUBLISHED = sorted((config.FIGURES_ROOT / "cpu" / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+# Published by the cpu run made before the runner cleaned its outputs; the full cpu rerun of
+# the fine-tuning protocol (issue #14) republishes them clean, and then this set must shrink
+# (strict: a notebook that is already clean fails here until it is removed from the set).
+STALE = {"01_baseline_training", "02_relevance", "03_unstructured_pruning", "04_structured_pruning",
+         "06_fine_tuning", "07_quantization", "08_results"}
+
+
+@pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.xfail(
+    p.stem in STALE, reason="published by the earlier run; republished by the next full cpu run", strict=True))
+    for p in PUBLISHED], ids=lambda p: p.name)
+def test_published_notebooks_are_clean(path):
     assert problems(nbformat.read(path, as_version=4)) == []
 
 

@@ -127,3 +127,26 @@ def test_cross_parameter_rule():
     with pytest.raises(params.ParameterError, match=r"step \(0.5\) must not exceed max_sparsity \(0.3\)"):
         params.check("03_unstructured_pruning", {"step": 0.5, "max_sparsity": 0.3})
     assert params.check("06_fine_tuning", {"profile": "smoke", "ref_per_class": 3}).ref_per_class == 3
+
+
+def test_progress_lines_reach_the_terminal_but_never_the_published_notebook(tmp_path, figures, capfd):
+    _notebook(tmp_path / "01_loop.ipynb",
+              "from helpers import progress\nfor i in progress.steps([1, 2], 'loop'):\n    print('kept', i)",
+              "import sys\nprint('a real warning', file=sys.stderr)")
+    run.run_all("smoke", folder=tmp_path)
+    published = (figures / "01_loop.ipynb").read_text()
+    assert "loop 1/2" not in published and "kept 2" in published and "a real warning" in published
+    err = capfd.readouterr().err
+    assert "[01_loop]" in err and "loop 2/2" in err
+
+
+def test_publish_drops_outputs_that_hold_only_progress_lines(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("x")
+    cell.outputs = [nbformat.v4.new_output("stream", name="stderr", text="  [05_low_data] 05:25:02 rule search, group 1/4: dense\n"),
+                    nbformat.v4.new_output("stream", name="stderr", text="a warning\n"),
+                    nbformat.v4.new_output("stream", name="stdout", text="  [05_low_data] 05:25:02 printed on purpose\n")]
+    nb.cells = [cell]
+    nbformat.write(nb, tmp_path / "05_x.ipynb")
+    out = nbformat.read(run.publish(tmp_path / "05_x.ipynb", tmp_path / "pub"), as_version=4)
+    assert [o.text for o in out.cells[0].outputs] == ["a warning\n", "  [05_low_data] 05:25:02 printed on purpose\n"]
