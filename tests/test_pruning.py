@@ -173,16 +173,16 @@ def test_bad_counts_and_foreign_scores_are_named(model_and_scores):
 
 
 def test_half_flops_models_and_side_by_side_benchmark():
-    from helpers import sweeps
+    from helpers import benchmark
     model = _vgg(0.25)
-    half = sweeps.half_flops_models(model, criteria.weight_magnitude(model)["filter"], 32)
+    half = benchmark.half_flops_models(model, criteria.weight_magnitude(model)["filter"], 32)
     plain, aligned = half.values()
     assert all(k % 16 == 0 for k in pruning.kept_filters(aligned).values())
     ratios = {n: measure.flops(model) / measure.flops(m) for n, m in half.items()}
     assert all(1.9 < r < 2.1 for r in ratios.values())  # "about half the FLOPs"
     assert 0.28 < pruning.filters_removed(model, pruning.kept_filters(plain)) < 0.30
-    bench = sweeps.speed_benchmark(model, half, 32, label="w0.25")
-    assert len(bench) == 2 * len(half) * len(sweeps.FORMS) and (bench["model"] == "w0.25").all()
+    bench = benchmark.speed_benchmark(model, half, 32, label="w0.25")
+    assert len(bench) == 2 * len(half) * len(benchmark.FORMS) and (bench["model"] == "w0.25").all()
     assert bench["flops_ratio"].tolist() == pytest.approx(bench["pruned"].map(ratios).tolist())
     assert bench["filters_removed"].tolist() == pytest.approx(
         bench["pruned"].map(lambda n: pruning.filters_removed(model, pruning.kept_filters(half[n]))).tolist())
@@ -221,13 +221,13 @@ def test_latency_side_by_side_times_every_model():
 
 
 def test_speed_benchmark_command_prints_the_table_and_the_verdict(capsys):
-    from helpers import sweeps
-    bench = sweeps.main(["--width", "0.0625"])
+    from helpers import benchmark
+    bench = benchmark.main(["--width", "0.0625"])
     out = capsys.readouterr().out
     assert "speedup_over_flops_ratio" in out and "Target met at both batch sizes by" in out
     assert (bench["model"] == "VGG-16-BN width 0.0625 (untrained)").all() and len(bench) == 8
     with pytest.raises(SystemExit):
-        sweeps.main(["--width", "0"])
+        benchmark.main(["--width", "0"])
     assert "need 0 < --width <= 4" in capsys.readouterr().err
 
 

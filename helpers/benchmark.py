@@ -1,0 +1,100 @@
+"""The speed benchmark of notebook 04: does removing half the FLOPs halve CPU latency?
+
+Models pruned uniformly to about half the FLOPs are timed side by side with their baseline
+(2 threads, interleaved rounds, medians), as trained and with BatchNorm folded. The command
+line (``python -m helpers.benchmark``) runs it on a freshly initialised VGG-16-BN, without data.
+"""
+from __future__ import annotations
+
+import argparse
+
+import pandas as pd
+import torch
+from torch import nn
+
+from . import measure, models, pruning
+from .criteria import weight_magnitude
+from .report import speed_finding
+
+
+def half_flops_model(model: nn.Module, filter_scores: dict, input_size: int,
+                     round_to: int = 1) -> nn.Module:
+    """``model`` pruned uniformly (the same fraction of every layer's filters, kept counts
+    rounded to multiples of ``round_to``) at the fraction, 20 to 40 % in 1 % steps, whose
+    FLOPs are nearest half the baseline's: about 29 % for VGG-16-BN, since a conv's cost
+    scales with (kept inputs) x (kept outputs)."""
+    base = measure.flops(model, input_size)
+    best, best_gap, seen = None, float("inf"), set()
+    for percent in range(20, 41):
+        counts = pruning.keep_counts(model, pruning.uniform_allocation(model, percent / 100), round_to)
+        key = tuple(counts.values())
+        if key in seen:  # rounding maps neighbouring fractions to the same counts
+            continue
+        seen.add(key)
+        pruned = pruning.prune_filters(model, filter_scores, counts, input_size)
+        gap = abs(base / measure.flops(pruned, input_size) - 2)
+        if gap < best_gap:
+            best, best_gap = pruned, gap
+    return best
+
+
+def half_flops_models(model: nn.Module, filter_scores: dict, input_size: int,
+                      round_to: int = 16) -> dict[str, nn.Module]:
+    """The speed benchmark's pruned models: uniform, and uniform with kept counts aligned to
+    ``round_to`` (16: the AVX-512 float vector width)."""
+    return {"uniform": half_flops_model(model, filter_scores, input_size),
+            f"uniform, multiples of {round_to}": half_flops_model(model, filter_scores, input_size, round_to)}
+
+
+FORMS = {"eager": lambda m: m, "BatchNorm folded": measure.fold_batchnorm}
+
+
+def speed_benchmark(model: nn.Module, pruned: dict[str, nn.Module], input_size: int,
+                    label: str = "baseline") -> pd.DataFrame:
+    """Latency of each pruned model against the baseline, all measured side by side
+    (interleaved rounds, 2 threads), in each of ``FORMS`` (as trained, and with BatchNorm
+    folded into the convolutions), with the FLOPs ratio the speed-up should follow."""
+    base_flops = measure.flops(model, input_size)
+    cost = {name: {"filters_removed": pruning.filters_removed(model, pruning.kept_filters(m)),
+                   "flops_ratio": base_flops / measure.flops(m, input_size)} for name, m in pruned.items()}
+    nets = {"baseline": model, **pruned}
+    timed = {(form, name): to_form(m) for form, to_form in FORMS.items() for name, m in nets.items()}
+    rows = []
+    for batch, repeats in ((1, 100), (256, 7)):
+        t = measure.latency_side_by_side(timed, batch, input_size, repeats=repeats)
+        for form in FORMS:
+            for name in pruned:
+                speedup = t[(form, "baseline")] / t[(form, name)]
+                rows.append({"model": label, "pruned": name, "form": form, "batch": batch, **cost[name],
+                             "baseline_ms": 1e3 * t[(form, "baseline")], "pruned_ms": 1e3 * t[(form, name)],
+                             "speedup": speedup, "speedup_over_flops_ratio": speedup / cost[name]["flops_ratio"]})
+    return pd.DataFrame(rows)
+
+
+def untrained_speed_benchmark(input_size: int, seed: int = 0, width: float = 1.0) -> pd.DataFrame:
+    """The same benchmark on a freshly initialised (seeded) VGG-16-BN of ``width`` (1.0: full
+    width, the paper_scratch architecture), pruned by its weights' L1 norms. Latency does not
+    depend on weight values, so no training or data is needed to time it."""
+    torch.manual_seed(seed)
+    model = models.build_model(models.vgg16_bn_spec(width)).eval()
+    pruned = half_flops_models(model, weight_magnitude(model)["filter"], input_size)
+    return speed_benchmark(model, pruned, input_size, label=f"VGG-16-BN width {width} (untrained)")
+
+
+def main(argv: list[str] | None = None) -> pd.DataFrame:
+    """``python -m helpers.benchmark``: the speed benchmark alone, printed (about a minute)."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--width", type=float, default=1.0, help="VGG-16-BN width multiplier (default 1.0)")
+    parser.add_argument("--input-size", type=int, default=32, help="image side in pixels (default 32)")
+    args = parser.parse_args(argv)
+    if not 0 < args.width <= 4 or args.input_size < 32:
+        parser.error(f"need 0 < --width <= 4 and --input-size >= 32 (five 2x poolings), "
+                     f"got --width {args.width} --input-size {args.input_size}")
+    bench = untrained_speed_benchmark(args.input_size, width=args.width)
+    print(bench.round(3).to_string(index=False))
+    print(speed_finding(bench))
+    return bench
+
+
+if __name__ == "__main__":
+    main()
