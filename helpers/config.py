@@ -54,8 +54,14 @@ class Profile:
     seed: int = 0
     synthetic_train_per_class: int = 0  # synthetic dataset only
     synthetic_test_per_class: int = 0
-    finetune_epochs: float = 4.0       # fine-tuning budget per schedule, in epochs of optimizer steps
-    finetune_lr: float = 0.05          # peak learning rate of fine-tuning (cosine)
+    finetune_epochs: float = 0.5       # budget of every fine-tuned run, in epochs of optimizer steps
+    finetune_lrs: tuple = (0.003, 0.01, 0.03)  # peak learning rates tried for the one fine-tuning recipe (cosine)
+    finetune_kd_alphas: tuple = (0.0, 0.9)     # distillation weights tried for it (0: labels only)
+    warmup: float = 0.1                # cosine schedule: fraction of the steps spent warming up linearly
+    seeds: int = 3                     # seeds of every fine-tuned point (reference images, data order, random)
+    recipe_fraction: float = 0.3       # the recipe is chosen on LRP's network at this fraction of filters removed
+    headline_fractions: tuple = (0.15, 0.3)  # compute route: fractions of filters removed
+    headline_sparsities: tuple = (0.7, 0.8)  # size route: global weight sparsities
     iterative_step: float = 0.05       # fraction of the original filters removed per iterative step
     ref_per_class: int = 10            # reference (training) images per class for data-driven scores
     compile_quantized: bool = True     # run quantized models through torch.compile (int8 kernels)
@@ -87,21 +93,26 @@ _CHOICES = {
     "schedule": ("onecycle", "cosine"),
 }
 _POSITIVE = ("width", "input_size", "epochs", "batch_size", "lr", "eval_batch_size", "kd_temperature",
-             "finetune_epochs", "finetune_lr", "iterative_step", "ref_per_class", "lowdata_seeds",
+             "finetune_epochs", "iterative_step", "seeds", "ref_per_class", "lowdata_seeds",
              "lowdata_eval_per_class", "lowdata_recal_batches")
 _TUPLES = {  # tuple field -> (item type, lowest, highest, lowest excluded, highest excluded)
     "lowdata_ref_sizes": (int, 1, None, False, False),
     "lowdata_fractions": ((int, float), 0, 1, True, True),
     "lowdata_sparsities": ((int, float), 0, 1, True, True),
+    "finetune_lrs": ((int, float), 0, None, True, False),
+    "finetune_kd_alphas": ((int, float), 0, 1, False, False),
+    "headline_fractions": ((int, float), 0, 1, True, True),
+    "headline_sparsities": ((int, float), 0, 1, True, True),
 }
-_NON_NEGATIVE = ("val_per_class", "momentum", "weight_decay", "label_smoothing", "seed", "kd_alpha",
+_NON_NEGATIVE = ("val_per_class", "warmup", "momentum", "weight_decay", "label_smoothing", "seed", "kd_alpha",
                  "synthetic_train_per_class", "synthetic_test_per_class")
 
 PROFILES: dict[str, dict] = {
     # CI and nbval: a generated dataset in the official format, a narrow net, one epoch.
     "smoke": dict(dataset="synthetic", width=0.125, epochs=5, batch_size=32, lr=0.1,
                   val_per_class=2, synthetic_train_per_class=24, synthetic_test_per_class=4,
-                  eval_batch_size=200, finetune_epochs=1.0, finetune_lr=0.02, iterative_step=0.25,
+                  eval_batch_size=200, finetune_epochs=1.0, finetune_lrs=(0.01, 0.02), seeds=2,
+                  headline_fractions=(0.2, 0.4), headline_sparsities=(0.5, 0.8), iterative_step=0.25,
                   ref_per_class=2, compile_quantized=False, full_width_benchmark=False,
                   lowdata_ref_sizes=(1, 2), lowdata_seeds=2, lowdata_fractions=(0.1, 0.3),
                   lowdata_sparsities=(0.3, 0.6), lowdata_eval_per_class=1, lowdata_recal_batches=2),
@@ -110,7 +121,7 @@ PROFILES: dict[str, dict] = {
     # A GPU machine with internet: the original report's torchvision VGG-16 setup.
     "paper": dict(arch="vgg16", pretrained=True, input_size=64, width=1.0, epochs=20,
                   batch_size=64, lr=0.01, weight_decay=5e-4, schedule="cosine",
-                  finetune_epochs=20.0, finetune_lr=0.001),
+                  finetune_epochs=20.0, finetune_lrs=(0.0003, 0.001, 0.003), seeds=3),
     # The usual from-scratch full-width VGG-16-BN CIFAR-100 recipe (GPU).
     "paper_scratch": dict(width=1.0, epochs=200, batch_size=128, lr=0.1, schedule="cosine",
                           finetune_epochs=30.0),
@@ -138,6 +149,10 @@ def validate(p: Profile) -> None:
         _check_tuple(name, getattr(p, name), *rule)
     if p.iterative_step > 1:
         raise ValueError(f"profile parameter 'iterative_step' must be <= 1, got {p.iterative_step}")
+    if p.warmup >= 1:
+        raise ValueError(f"profile parameter 'warmup' must be < 1, got {p.warmup}")
+    if not 0 < p.recipe_fraction < 1:
+        raise ValueError(f"profile parameter 'recipe_fraction' must lie in (0, 1), got {p.recipe_fraction}")
     if p.kd_alpha > 1:
         raise ValueError(f"profile parameter 'kd_alpha' must be <= 1, got {p.kd_alpha}")
     if p.label_smoothing >= 1:

@@ -19,12 +19,7 @@ from torch import nn
 from . import artifacts, config, criteria, measure, models, progress, pruning
 from .data import Data, Split
 from .models import device_of
-from .training import evaluate, fit, load_model, save_model, steps_per_epoch
-
-
-def finetune_profile(p: config.Profile, lr: float, schedule: str = "cosine") -> config.Profile:
-    """The profile with the fine-tuning learning rate and schedule."""
-    return dataclasses.replace(p, lr=lr, schedule=schedule)
+from .training import DivergenceError, evaluate, fit, load_model, save_model, steps_per_epoch
 
 
 def budget_steps(d: Data, p: config.Profile, epochs: float) -> int:
@@ -33,10 +28,12 @@ def budget_steps(d: Data, p: config.Profile, epochs: float) -> int:
 
 
 def one_shot(pruned: nn.Module, d: Data, p: config.Profile, folder: Path, steps: int,
-             arch: str) -> tuple[nn.Module, pd.DataFrame]:
-    """Fine-tune an already pruned model for ``steps`` optimizer steps (resumable)."""
+             arch: str, teacher: nn.Module | None = None) -> tuple[nn.Module, pd.DataFrame]:
+    """Fine-tune an already pruned model for ``steps`` optimizer steps (resumable), distilling
+    from ``teacher`` when ``p.kd_alpha > 0``; a diverged run raises ``DivergenceError``."""
     spec = models.spec_of(pruned, arch)
-    history = fit(pruned, d, p, Path(folder) / "train_state.pt", spec, max_steps=steps)
+    history = fit(pruned, d, p, Path(folder) / "train_state.pt", spec, max_steps=steps,
+                  teacher=teacher, guard=f"one-shot fine-tuning in {Path(folder).name}")
     return pruned, history.assign(stage=1)
 
 
@@ -51,7 +48,7 @@ def iteration_targets(target_removed: float, step_fraction: float) -> list[float
 
 def iterative(model: nn.Module, d: Data, ref: Split, p: config.Profile, folder: Path,
               criterion: str, target_removed: float, step_fraction: float, steps: int,
-              arch: str, **score_kwargs) -> tuple[nn.Module, pd.DataFrame]:
+              arch: str, teacher: nn.Module | None = None, **score_kwargs) -> tuple[nn.Module, pd.DataFrame]:
     """Prune ``step_fraction`` of the original filters at a time (global allocation on scores
     recomputed on the current network), fine-tuning ``steps / n_steps`` optimizer steps after
     each, until ``target_removed`` of the original filters are gone. Each finished step is
@@ -74,8 +71,8 @@ def iterative(model: nn.Module, d: Data, ref: Split, p: config.Profile, folder: 
         model = pruning.prune_filters(model, s["filter"], counts, p.input_size)
         history = pd.DataFrame()
         if share > 0:
-            history = fit(model, d, p, Path(folder) / f"step{i:02d}_state.pt",
-                          models.spec_of(model, arch), max_steps=share)
+            history = fit(model, d, p, Path(folder) / f"step{i:02d}_state.pt", models.spec_of(model, arch),
+                          max_steps=share, teacher=teacher, guard=f"iterative step {i} in {Path(folder).name}")
         save_model(model, models.spec_of(model, arch), done, p, history=history.to_dict(orient="list"),
                    counts=counts, filters_removed=pruning.filters_removed(original, counts))
         histories.append(history.assign(stage=i))
@@ -84,35 +81,44 @@ def iterative(model: nn.Module, d: Data, ref: Split, p: config.Profile, folder: 
 
 SCHEDULES = {  # name -> (pruned model, baseline, its file info, criterion, ...) -> (model, history)
     "oneshot": lambda pruned, baseline, info, name, d, ref, p, folder, steps, step_fraction:
-        one_shot(pruned, d, p, folder, steps, p.arch),
+        one_shot(pruned, d, p, folder, steps, p.arch, teacher=baseline),
     "iterative": lambda pruned, baseline, info, name, d, ref, p, folder, steps, step_fraction:
-        iterative(baseline, d, ref, p, folder, name, info["metrics"]["filters_removed"], step_fraction, steps, p.arch),
+        iterative(baseline, d, ref, p, folder, name, info["metrics"]["filters_removed"], step_fraction, steps, p.arch,
+                  teacher=baseline),
 }
 
 
-def run_schedule(schedule: str, name: str, pruned: nn.Module, info: dict, baseline: nn.Module, d: Data,
-                 ref: Split, ft: config.Profile, p: config.Profile, steps: int) -> tuple[dict, pd.DataFrame]:
+def run_schedule(schedule: str, name: str, seed: int, pruned: nn.Module, info: dict, baseline: nn.Module,
+                 d: Data, ref: Split, ft: config.Profile, p: config.Profile, steps: int) -> tuple[dict, pd.DataFrame]:
     """Fine-tune criterion ``name``'s pruned model (``info``: its file's metadata) by ``schedule``
-    (one of :data:`SCHEDULES`) with the fine-tuning profile ``ft``, save the selected model
-    to its artifact and return its summary row and validation curve (resumable)."""
+    (one of :data:`SCHEDULES`) with the fine-tuning profile ``ft`` and ``seed`` (data order;
+    ``ref``, the seed's reference images, rescores the iterative steps), save the selected
+    model to its artifact ``<name>_<schedule>_s<seed>`` and return its summary row and
+    validation curve (resumable)."""
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
-    folder = artifacts.finetuned(p, f"{name}_{schedule}").path
-    model, history = SCHEDULES[schedule](pruned, baseline, info, name, d, ref, ft, folder, steps, p.iterative_step)
-    row = {"criterion": name, "schedule": schedule, **summary(model, history, d, p, baseline)}
+    folder = artifacts.finetuned(p, f"{name}_{schedule}_s{seed}").path
+    ft = dataclasses.replace(ft, seed=seed)
+    row = {"criterion": name, "schedule": schedule, "seed": seed}
+    try:
+        model, history = SCHEDULES[schedule](copy.deepcopy(pruned), baseline, info, name, d, ref, ft, folder,
+                                             steps, p.iterative_step)
+    except DivergenceError as err:  # recorded, named, never a result
+        return {**row, "status": "diverged", "error": str(err)}, pd.DataFrame()
+    row.update(status="ok", **summary(model, history, d, p, baseline))
     save_model(model, models.spec_of(model, p.arch), folder / "model.pt", p, metrics=row,
                history=history.to_dict(orient="list"))
-    return row, curve(history).assign(criterion=name, schedule=schedule)
+    return row, curve(history).assign(criterion=name, schedule=schedule, seed=seed)
 
 
 def best_run(runs: pd.DataFrame, criterion: str = "lrp") -> str:
     """The fine-tuned run of ``criterion`` with the best validation accuracy (never test):
-    its artifact name ``<criterion>_<schedule>``."""
-    mine = runs[runs["criterion"] == criterion]
+    its artifact name ``<criterion>_<schedule>_s<seed>``."""
+    mine = runs[(runs["criterion"] == criterion) & (runs["status"] == "ok")]
     if mine.empty:
         raise ValueError(f"no fine-tuned run of {criterion!r}; runs: {sorted(set(runs['criterion']))}")
     best = mine.loc[mine["best_val_acc"].idxmax()]
-    return f"{best['criterion']}_{best['schedule']}"
+    return f"{best['criterion']}_{best['schedule']}_s{int(best['seed'])}"
 
 
 def summary(model: nn.Module, history: pd.DataFrame, d: Data, p: config.Profile, original: nn.Module) -> dict:
@@ -132,48 +138,3 @@ def summary(model: nn.Module, history: pd.DataFrame, d: Data, p: config.Profile,
 def curve(history: pd.DataFrame) -> pd.DataFrame:
     """Validation accuracy against cumulative optimizer steps (for the fine-tuning figure)."""
     return history.assign(cum_steps=history["steps"].cumsum())[["cum_steps", "stage", "val_acc"]]
-
-
-def target_table(results: pd.DataFrame, baseline_acc: float, max_drop: float = 1.0,
-                 min_params: float = 10.0, min_flops: float = 4.0) -> pd.DataFrame:
-    """Each run against the issue's targets: accuracy drop, parameter and FLOPs reduction."""
-    t = results[["criterion", "schedule", "test_acc", "params_reduction", "flops_reduction"]].copy()
-    t["drop_points"] = baseline_acc - t["test_acc"]
-    t["meets_accuracy"] = t["drop_points"] <= max_drop
-    t["meets_params"] = t["params_reduction"] >= min_params
-    t["meets_flops"] = t["flops_reduction"] >= min_flops
-    return t
-
-
-def ratio_sweep(baseline: nn.Module, filter_scores: dict[str, dict], d: Data, p: config.Profile,
-                ratios: list[float], steps: int, folder: Path, arch: str) -> pd.DataFrame:
-    """One-shot pruning (global allocation) at each fraction of filters in ``ratios`` for each
-    criterion, each fine-tuned for ``steps`` optimizer steps, plus the unpruned baseline
-    fine-tuned for the same steps (criterion ``"none"``, ratio 0): the control that separates
-    what the extra training gains from what pruning loses. Every run resumes if interrupted."""
-    for r in ratios:
-        pruning._check_fraction("sweep ratio", r)
-    runs = [("none", 0.0)] + [(name, r) for name in filter_scores for r in ratios]
-    rows = []
-    for i, (name, r) in enumerate(runs, start=1):
-        progress.line(f"fine-tuned sweep: run {i}/{len(runs)}, {name} at {r:.0%} of the filters removed")
-        if name == "none":
-            model = copy.deepcopy(baseline)
-        else:
-            counts = pruning.global_counts(baseline, filter_scores[name], r)
-            model = pruning.prune_filters(baseline, filter_scores[name], counts, p.input_size)
-        model, history = one_shot(model, d, p, Path(folder) / f"{name}_{r:.2f}", steps, arch)
-        rows.append({"criterion": name, "ratio": r, **summary(model, history, d, p, baseline)})
-    return pd.DataFrame(rows)
-
-
-def within_points(sweep: pd.DataFrame, baseline_acc: float, max_drop: float = 1.0) -> pd.DataFrame:
-    """Per criterion, the largest reduction whose test accuracy is at most ``max_drop`` points
-    below ``baseline_acc`` (NaN where no ratio stays that close)."""
-    cols = ["ratio", "filters_removed", "test_acc", "params_reduction", "flops_reduction"]
-    rows = []
-    for name, g in sweep[sweep["criterion"] != "none"].groupby("criterion", sort=False):
-        ok = g[baseline_acc - g["test_acc"] <= max_drop]
-        best = ok.loc[ok["params_reduction"].idxmax(), cols] if len(ok) else pd.Series(float("nan"), index=cols)
-        rows.append({"criterion": name, "max_drop_points": max_drop, **best.to_dict()})
-    return pd.DataFrame(rows)

@@ -16,6 +16,7 @@ from .criteria import CRITERIA
 from .finetune import SCHEDULES
 from .lowdata import OTHERS
 from .pruning import ALLOCATIONS
+from .routes import ROUTES
 
 
 class ParameterError(ValueError):
@@ -125,12 +126,11 @@ NOTEBOOKS: dict[str, dict[str, Rule]] = {
         "lowdata_seeds": positive(int, **_OVERRIDE)},
     "06_fine_tuning": {
         **_PROFILE, "criteria_names": Rule(list, item=str, choices=_CRITERIA),
-        "allocation": Rule(str, choices=tuple(ALLOCATIONS)), "schedules": Rule(list, item=str, choices=tuple(SCHEDULES)),
-        "finetune_epochs": positive(float, **_OVERRIDE), "finetune_lr": positive(float, **_OVERRIDE),
+        "routes_run": Rule(list, item=str, choices=ROUTES), "report_point": Rule(bool),
+        "report_sparsity": fraction(open_low=True), "schedules": Rule(list, item=str, choices=tuple(SCHEDULES)),
+        "finetune_epochs": positive(float, **_OVERRIDE), "seeds": positive(int, **_OVERRIDE),
         "iterative_step": fraction(open_low=True, open_high=False, **_OVERRIDE),
-        "ref_per_class": positive(int, optional=True),
-        "sweep_ratios": Rule(list, item=float, low=0, high=1, open_low=True, open_high=True),
-        "sweep_budget": fraction(open_low=True, open_high=False), "sweep_lr": positive(float)},
+        "ref_per_class": positive(int, optional=True)},
     "07_quantization": {**_PROFILE, "source": Rule(str), "calibration_batches": positive(int)},
     "08_results": {"profile": _PROFILE["profile"]},
 }

@@ -144,41 +144,35 @@ def finetune_curves(curve: pd.DataFrame):
     return g.figure
 
 
-def tradeoff(results: pd.DataFrame, baseline: dict):
-    """Test accuracy against parameters and against FLOPs, per criterion and schedule."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
-    for ax, col, label in zip(axes, ("parameters", "flops"), ("parameters", "FLOPs per image")):
-        sns.scatterplot(data=results, x=col, y="test_acc", hue="criterion", style="schedule", s=70, ax=ax)
-        ax.scatter([baseline[col]], [baseline["test_acc"]], marker="*", s=160, color="black", label="baseline")
-        _log_x(ax, list(results[col]) + [baseline[col]])
-        ax.set_xlabel(label)
+def headline(points: pd.DataFrame, baseline_acc: float, max_drop: float = 1.0):
+    """Test accuracy (mean ± standard deviation over seeds) against compression, one line per
+    criterion, one panel per route, with the baseline and the ``max_drop`` band below it shaded,
+    and the unpruned network fine-tuned alike (the control) where it ran."""
+    routes = [r for r in ("compute", "size", "combined") if r in set(points["route"])]
+    fig, axes = plt.subplots(1, len(routes), figsize=(5.2 * len(routes), 4), sharey=True, squeeze=False)
+    xlabel = {"compute": "parameter reduction", "size": "file-size reduction (int8, sparse, LZMA)",
+              "combined": "file-size reduction (filters, then weights)"}
+    palette = dict(zip(sorted(set(points["criterion"]) - {"none"}), sns.color_palette()))
+    for ax, route in zip(axes[0], routes):
+        d = points[points["route"] == route]
+        for name, g in d[d["criterion"] != "none"].groupby("criterion"):
+            g = g.sort_values("compression_x")
+            ax.errorbar(g["compression_x"], g["test_acc_mean"], yerr=g["test_acc_std"], marker="o",
+                        capsize=3, label=f"{name} (n={int(g['n'].min())})", color=palette[name])
+        control = d[d["criterion"] == "none"]
+        if len(control):
+            ax.errorbar(control["compression_x"], control["test_acc_mean"], yerr=control["test_acc_std"],
+                        marker="*", ms=12, color="black", ls="", label="unpruned, fine-tuned alike")
+        ax.axhline(baseline_acc, color="black", lw=1, label="baseline")
+        ax.axhspan(baseline_acc - max_drop, baseline_acc, color="grey", alpha=0.2, label=f"within {max_drop:g} point")
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ticks = [t for t in (1, 1.5, 2, 3, 4, 6, 10, 15, 20, 30, 50) if t <= d["compression_x"].max() * 1.05]
+        ax.set_xticks(ticks, [f"{t:g}x" for t in ticks])
+        ax.set_title(f"{route} route")
+        ax.set_xlabel(xlabel[route])
         ax.set_ylabel("test accuracy (%)")
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
-
-
-def reduction_sweep(sweep: pd.DataFrame, baseline_acc: float, max_drop: float = 1.0):
-    """Fine-tuned test accuracy against parameter reduction, one line per criterion, with the
-    baseline, the ``max_drop`` band below it and the fine-tuned unpruned control."""
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    pruned = sweep[sweep["criterion"] != "none"]
-    sns.lineplot(data=pruned, x="params_reduction", y="test_acc", hue="criterion", marker="o", ax=ax)
-    ax.axhline(baseline_acc, color="black", lw=1, label="baseline")
-    ax.axhspan(baseline_acc - max_drop, baseline_acc, color="grey", alpha=0.2,
-               label=f"within {max_drop:g} point")
-    control = sweep[sweep["criterion"] == "none"]
-    if len(control):
-        ax.scatter(control["params_reduction"], control["test_acc"], marker="*", s=160,
-                   color="black", label="unpruned, same fine-tuning", zorder=3)
-    ax.set_xscale("log")
-    ax.xaxis.set_minor_formatter(NullFormatter())
-    top = sweep["params_reduction"].max()
-    ticks = [t for t in (1, 1.25, 1.5, 2, 3, 4, 6, 10, 15, 20, 30) if t <= top * 1.05]
-    ax.set_xticks(ticks, [f"{t:g}x" for t in ticks])
-    ax.set_xlabel("parameter reduction")
-    ax.set_ylabel("test accuracy (%)")
-    ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
 

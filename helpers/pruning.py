@@ -31,9 +31,11 @@ def _check_fraction(name: str, value: float) -> None:
 
 
 # ----------------------------------------------------------------------------- unstructured
-def unstructured_prune(model: nn.Module, scores: dict, sparsity: float) -> nn.Module:
+def unstructured_prune(model: nn.Module, scores: dict, sparsity: float, permanent: bool = True) -> nn.Module:
     """Zero the ``round(sparsity * N)`` lowest-scored of all N conv and linear weights, ranked
-    globally across layers, and make it permanent. Returns a pruned copy."""
+    globally across layers. Returns a pruned copy; with ``permanent=False`` it keeps
+    ``torch.nn.utils.prune``'s masks (``weight = weight_orig * weight_mask``), so fine-tuning
+    holds the removed weights at zero; :func:`make_permanent` ends that."""
     _check_fraction("sparsity", sparsity)
     model = copy.deepcopy(model)
     check_scores(model, scores, "weight")
@@ -43,8 +45,14 @@ def unstructured_prune(model: nn.Module, scores: dict, sparsity: float) -> nn.Mo
     importance = {(m, "weight"): scores["weight"][n].to(m.weight.device, m.weight.dtype) for n, m in layers.items()}
     prune.global_unstructured(params, pruning_method=prune.L1Unstructured,
                               importance_scores=importance, amount=round(sparsity * total))
-    for m, name in params:
-        prune.remove(m, name)
+    return make_permanent(model) if permanent else model
+
+
+def make_permanent(model: nn.Module) -> nn.Module:
+    """Fold every pruning mask of ``model`` into its weights (in place); returns ``model``."""
+    for m in weight_layers(model).values():
+        if prune.is_pruned(m) and hasattr(m, "weight_mask"):
+            prune.remove(m, "weight")
     return model
 
 
@@ -62,20 +70,26 @@ def global_sparsity(model: nn.Module) -> float:
 
 def sparse_state(model: nn.Module) -> dict:
     """State dict with every conv/linear weight stored as a bitmask plus its nonzero values."""
-    state = model.state_dict()
-    for n in weight_layers(model):
-        w = state.pop(f"{n}.weight").cpu()
+    return sparse_tensors(model.state_dict(), [f"{n}.weight" for n in weight_layers(model)])
+
+
+def sparse_tensors(state: dict, keys) -> dict:
+    """``state`` with each tensor named in ``keys`` stored as ``<key>.mask`` (one bit per
+    entry, packed), ``<key>.values`` (the nonzero entries, same dtype) and ``<key>.shape``."""
+    state = dict(state)
+    for key in keys:
+        w = state.pop(key).cpu()
         mask = (w != 0).flatten().numpy()
-        state[f"{n}.weight.mask"] = torch.from_numpy(np.packbits(mask))
-        state[f"{n}.weight.values"] = w.flatten()[torch.from_numpy(mask)]
-        state[f"{n}.weight.shape"] = torch.tensor(w.shape)
+        state[f"{key}.mask"] = torch.from_numpy(np.packbits(mask))
+        state[f"{key}.values"] = w.flatten()[torch.from_numpy(mask)]
+        state[f"{key}.shape"] = torch.tensor(w.shape)
     return state
 
 
 def dense_state(sparse: dict) -> dict:
-    """Inverse of :func:`sparse_state`."""
+    """Inverse of :func:`sparse_state` and :func:`sparse_tensors`."""
     state = {k: v for k, v in sparse.items() if not k.endswith((".mask", ".values", ".shape"))}
-    for key in [k for k in sparse if k.endswith(".weight.mask")]:
+    for key in [k for k in sparse if k.endswith(".mask")]:
         base = key[: -len(".mask")]
         shape = tuple(sparse[f"{base}.shape"].tolist())
         n = int(np.prod(shape))

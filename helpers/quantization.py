@@ -15,6 +15,7 @@ import contextlib
 import copy
 import itertools
 import logging
+import lzma
 import math
 import os
 import warnings
@@ -24,7 +25,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from . import checkpoint, measure
+from . import checkpoint, measure, pruning
 from .data import batches
 from .models import build_model, device_of
 
@@ -139,11 +140,17 @@ def load(path: Path, example: torch.Tensor) -> tuple[torch.fx.GraphModule, dict]
     """Rebuild a model saved by :func:`save`: quantize a fresh float model of the same spec
     (any calibration; it only fixes the graph) and load the saved tensors into it."""
     obj = checkpoint.load(path, kind="quantized")
-    qmodel = quantize(build_model(obj["spec"]), [example], example, dynamic=obj["mode"] == "dynamic")
     try:
         state = unpack(obj["state"])
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
         raise checkpoint.CheckpointError(f"{path}: damaged tensor index ({err})") from None
+    return _rebuild(obj, state, example, path), obj
+
+
+def _rebuild(obj: dict, state: dict, example: torch.Tensor, path: Path) -> torch.fx.GraphModule:
+    """A fresh quantized graph of ``obj``'s spec (any calibration; it only fixes the graph)
+    with the saved tensors and activation constants loaded into it."""
+    qmodel = quantize(build_model(obj["spec"]), [example], example, dynamic=obj["mode"] == "dynamic")
     missing = set(used_state(qmodel)) - set(state)
     if missing:
         raise checkpoint.CheckpointError(f"{path} does not fit its spec: missing {sorted(missing)[:3]}")
@@ -152,7 +159,35 @@ def load(path: Path, example: torch.Tensor) -> tuple[torch.fx.GraphModule, dict]
         if _is_activation_qdq(node):
             node.args = (node.args[0], *obj["constants"][node.name])
     qmodel.recompile()
-    return qmodel, obj
+    return qmodel
+
+
+def save_sparse(qmodel: torch.fx.GraphModule, spec: dict, path: Path) -> dict:
+    """Save a static int8 model with its int8 weight tensors stored sparse (one bit per entry,
+    packed, plus the nonzero int8 values: :func:`pruning.sparse_tensors`), packed like
+    :func:`save`; and the same file compressed by the standard library's LZMA (``.xz`` beside
+    it). Returns both file sizes in bytes. :func:`load_sparse` reads either file."""
+    state = used_state(qmodel)
+    weights = [k for k, v in state.items() if v.dtype == torch.int8 and v.dim() > 1]
+    checkpoint.save({"kind": "quantized_sparse", "spec": spec, "mode": "static",
+                     "state": pack(pruning.sparse_tensors(state, weights)),
+                     "constants": graph_constants(qmodel)}, path)
+    xz = Path(path).with_name(Path(path).name + ".xz")
+    data = lzma.compress(Path(path).read_bytes(), preset=9 | lzma.PRESET_EXTREME)
+    checkpoint.atomic_write(xz, lambda tmp: tmp.write_bytes(data))
+    return {"sparse_bytes": file_bytes(path), "xz_bytes": file_bytes(xz)}
+
+
+def load_sparse(path: Path, example: torch.Tensor) -> tuple[torch.fx.GraphModule, dict]:
+    """Rebuild a model saved by :func:`save_sparse` (its ``.pt`` or its ``.pt.xz``)."""
+    path = Path(path)
+    if path.suffix == ".xz":
+        plain_copy = path.with_name(path.name.removesuffix(".xz") + ".unpacked")
+        checkpoint.atomic_write(plain_copy, lambda tmp: tmp.write_bytes(lzma.decompress(path.read_bytes())))
+        path = plain_copy
+    obj = checkpoint.load(path, kind="quantized_sparse")
+    dense = pruning.dense_state(unpack(obj["state"]))
+    return _rebuild(obj, dense, example, path), obj
 
 
 def file_bytes(path: Path) -> int:

@@ -69,9 +69,10 @@ def update_readme(profile: str = "cpu", readme: Path = README) -> str:
 
 
 def results_markdown(profile: str = "cpu") -> str:
-    """The README's results block: the headline table of 07 (when present) and the baseline."""
+    """The README's results block: the headline of 06 first, then the report's table of 08,
+    the speed benchmark, the low-data study (when present) and the baseline."""
     folder = config.FIGURES_ROOT / profile
-    text = ""
+    text = saved_section(folder, profile, "headline")
     if (folder / "results_headline.csv").exists():
         head = read_table(folder, "results_headline")
         text += ("Every criterion removes as many filters as the original report's recipe (80 % weight "
@@ -80,12 +81,6 @@ def results_markdown(profile: str = "cpu") -> str:
                  "LRP run is then quantized. Test split; sizes in MB (10^6 bytes); latency on 2 CPU "
                  f"threads. Full report: [figures/{profile}/REPORT.md](figures/{profile}/REPORT.md).\n\n" + _fmt(head).to_markdown(index=False) + "\n\n"
                  f"![accuracy against size and latency](figures/{profile}/results_pareto.png)\n\n")
-    if (folder / "finetune_within_1pt.csv").exists():
-        reach = read_table(folder, "finetune_within_1pt")
-        text += ("How far each criterion gets within 1 point of the baseline's test accuracy after "
-                 "fine-tuning (one-shot, global allocation, a sweep over the fraction of filters removed; "
-                 "empty: no swept fraction stays within 1 point):\n\n"
-                 + _fmt(reach.drop(columns=["max_drop_points"])).to_markdown(index=False) + "\n\n")
     if (folder / "structured_speed_benchmark.csv").exists():
         bench = read_table(folder, "structured_speed_benchmark")
         ratio = speed_ratios(bench)
@@ -93,18 +88,17 @@ def results_markdown(profile: str = "cpu") -> str:
         text += ("Does structured pruning to about half the FLOPs halve CPU latency? Speed-up divided by "
                  "the FLOPs ratio, baseline and pruned timed side by side (target: at least 0.8 at both "
                  "batch sizes):\n\n" + _fmt(ratio.reset_index()).to_markdown(index=False) + "\n\n")
-    if (folder / "lowdata_auc.csv").exists():
-        text += lowdata_readme(folder, profile)
+    text += saved_section(folder, profile, "lowdata")
     return text + baseline_markdown(profile)
 
 
-def lowdata_readme(folder: Path, profile: str) -> str:
-    """The low-data study's paragraph: its conclusions and AUC table (notebook 05's words, read
-    from its saved section of REPORT.md) and its figure."""
+def saved_section(folder: Path, profile: str, name: str) -> str:
+    """A notebook's marked section of ``REPORT.md`` (its words, tables and figure, read from the
+    saved file) for the README: headings one level down, figure links from the repository root."""
     report_md = Path(folder) / "REPORT.md"
-    m = _section("lowdata").search(report_md.read_text()) if report_md.exists() else None
-    body = m.group(0).split("\n", 1)[1].rsplit("<!-- lowdata:end -->", 1)[0] if m else ""
-    body = body.replace("](lowdata", f"](figures/{profile}/lowdata").replace("## ", "### ")
+    m = _section(name).search(report_md.read_text()) if report_md.exists() else None
+    body = m.group(0).split("\n", 1)[1].rsplit(f"<!-- {name}:end -->", 1)[0] if m else ""
+    body = re.sub(r"\]\((?!http)([\w.-]+\.png)\)", rf"](figures/{profile}/\1)", body).replace("## ", "### ")
     return body.strip() + "\n\n" if body.strip() else ""
 
 
@@ -159,10 +153,14 @@ def update_section(path: Path, name: str, markdown: str) -> str:
 
 
 def write_report(text: str, path: Path) -> str:
-    """Write ``REPORT.md`` with ``text``, keeping every marked section of the existing file."""
+    """Write ``REPORT.md`` with ``text``, keeping every marked section of the existing file;
+    the ``headline`` section leads, right after the title."""
     old = Path(path).read_text() if Path(path).exists() else ""
-    kept = [m.group(0) for m in re.finditer(r"<!-- (\w+):start -->\n.*?<!-- \1:end -->\n?", old, re.S)]
-    new = text.rstrip() + "\n" + "".join("\n" + k.rstrip() + "\n" for k in kept)
+    found = list(re.finditer(r"<!-- (\w+):start -->\n.*?<!-- \1:end -->\n?", old, re.S))
+    lead = "".join("\n" + m.group(0).rstrip() + "\n" for m in found if m.group(1) == "headline")
+    kept = "".join("\n" + m.group(0).rstrip() + "\n" for m in found if m.group(1) != "headline")
+    title, _, rest = text.rstrip().partition("\n")
+    new = title + "\n" + lead + rest + "\n" + kept
     checkpoint.save_text(new, path)
     return new
 

@@ -20,8 +20,8 @@ def load_tables(p: config.Profile) -> dict[str, pd.DataFrame]:
     names = {"baseline_metrics": "01", "relevance_timing": "02", "relevance_benchmark": "02",
              "unstructured_sweep": "03",
              "structured_allocations": "04", "structured_sweep": "04", "structured_speed_benchmark": "04",
-             "finetune_results": "06", "finetune_curves": "06", "finetune_targets": "06",
-             "finetune_sweep": "06", "finetune_within_1pt": "06",
+             "finetune_recipe": "06", "headline": "06", "headline_paired": "06",
+             "finetune_results": "06", "finetune_curves": "06",
              "quantization_results": "07", "quantization_targets": "07"}
     tables = {}
     for name, nb in names.items():
@@ -34,26 +34,29 @@ def load_tables(p: config.Profile) -> dict[str, pd.DataFrame]:
 
 
 def latencies(p: config.Profile, runs: pd.DataFrame) -> pd.DataFrame:
-    """CPU latency (2 threads) of each saved fine-tuned model, measured now."""
+    """CPU latency (2 threads) of each criterion and schedule's fine-tuned model (its first
+    seed's: seeds differ in which filters go, hardly in cost), measured now."""
     baseline, _ = load_artifact(artifacts.baseline(p))
     rows = [{"criterion": "baseline", "schedule": "", **measure.latency_pair(baseline, p.input_size)}]
-    for _, r in runs.iterrows():
-        model, _ = load_artifact(artifacts.finetuned_model(p, f"{r.criterion}_{r.schedule}"))
+    ok = runs[runs["status"] == "ok"]
+    for _, r in ok.groupby(["criterion", "schedule"], sort=False, as_index=False)["seed"].min().iterrows():
+        model, _ = load_artifact(artifacts.finetuned_model(p, f"{r.criterion}_{r.schedule}_s{r.seed}"))
         rows.append({"criterion": r.criterion, "schedule": r.schedule, **measure.latency_pair(model, p.input_size)})
     return pd.DataFrame(rows)
 
 
 def report_format(t: dict[str, pd.DataFrame], lat: pd.DataFrame) -> pd.DataFrame:
-    """The original report's table for each criterion and schedule, plus cost columns."""
+    """The original report's table for each criterion and schedule (test accuracy and loss:
+    mean over seeds; ``n_seeds`` and ``test_acc_std`` beside them), plus cost columns."""
     base = t["baseline_metrics"].iloc[0]
-    runs = t["finetune_results"].merge(lat, on=["criterion", "schedule"])
+    runs = seed_means(t["finetune_results"]).merge(lat, on=["criterion", "schedule"])
     b = lat[lat["criterion"] == "baseline"].iloc[0]
     rows = [{"model": "baseline", "test_acc": base.test_acc, "test_loss": base.test_loss,
              "size_MB": base.size_MB, "compression_%": 0.0, "parameters": int(base.parameters),
              "FLOPs": int(base.flops), "latency_b1_ms": b.latency_b1_ms, "latency_b256_ms": b.latency_b256_ms}]
     for _, r in runs.iterrows():
-        rows.append({"model": f"{r.criterion} ({r.schedule}), pruned + fine-tuned", "test_acc": r.test_acc,
-                     "test_loss": r.test_loss, "size_MB": r.size_MB,
+        rows.append({"model": f"{r.criterion} ({r.schedule}), pruned + fine-tuned", "n_seeds": r.n_seeds,
+                     "test_acc": r.test_acc, "test_acc_std": r.test_acc_std, "test_loss": r.test_loss, "size_MB": r.size_MB,
                      "compression_%": 100 * (1 - r.size_MB / base.size_MB), "parameters": int(r.parameters),
                      "FLOPs": int(r.flops), "latency_b1_ms": r.latency_b1_ms, "latency_b256_ms": r.latency_b256_ms})
     q = t["quantization_results"]
@@ -62,6 +65,13 @@ def report_format(t: dict[str, pd.DataFrame], lat: pd.DataFrame) -> pd.DataFrame
                      "size_MB": r.size_MB, "compression_%": 100 * (1 - r.size_MB / base.size_MB),
                      "latency_b1_ms": r.latency_b1_ms, "latency_b256_ms": r.latency_b256_ms})
     return pd.DataFrame(rows)
+
+
+def seed_means(runs: pd.DataFrame) -> pd.DataFrame:
+    """Fine-tuned runs averaged over seeds per criterion and schedule (``n_seeds``, ``test_acc_std``)."""
+    g = runs[runs["status"] == "ok"].groupby(["criterion", "schedule"], sort=False)
+    out = g.mean(numeric_only=True).drop(columns=["seed"]).reset_index()
+    return out.assign(n_seeds=g.size().values, test_acc_std=g["test_acc"].std(ddof=1).fillna(0.0).values)
 
 
 def report_arithmetic(sparsity: float = 0.8, margin: float = 0.01, seed: int = 0) -> pd.DataFrame:
@@ -103,33 +113,18 @@ def findings(t: dict[str, pd.DataFrame]) -> list[str]:
                f"before fine-tuning every criterion is near chance as pruned "
                f"(best {alloc['val_acc'].max():.1f} %); BatchNorm recalibration lifts the best to "
                f"{best.val_acc_bn_recal:.1f} % ({best.criterion}, {best.allocation}).")
-    ft = t["finetune_results"].sort_values("test_acc", ascending=False)
+    ft = seed_means(t["finetune_results"]).sort_values("test_acc", ascending=False)
     top = ft.iloc[0]
-    lrp = ft[ft["criterion"] == "lrp"].iloc[0] if (ft["criterion"] == "lrp").any() else None
-    out.append(f"After fine-tuning ({int(top.steps)} optimizer steps per run) the best is {top.criterion} "
-               f"({top.schedule}) at {top.test_acc:.2f} % test accuracy, {base.test_acc - top.test_acc:.2f} points "
-               f"below the baseline's {base.test_acc:.2f} %, with {top.params_reduction:.1f}x fewer parameters "
-               f"and {top.flops_reduction:.1f}x fewer FLOPs.")
-    if lrp is not None:
-        out.append(f"LRP's best run ({lrp.schedule}) reaches {lrp.test_acc:.2f} % "
-                   f"({base.test_acc - lrp.test_acc:.2f} points below the baseline; the target was at most 1.0).")
+    out.append(f"At the report's operating point, fine-tuned with the chosen recipe ({int(top.steps)} optimizer steps "
+               f"per run, {int(top.n_seeds)} seeds), the best is {top.criterion} ({top.schedule}) at "
+               f"{top.test_acc:.2f} ± {top.test_acc_std:.2f} % test accuracy, {base.test_acc - top.test_acc:.2f} "
+               f"points below the baseline's {base.test_acc:.2f} %, with {top.params_reduction:.1f}x fewer "
+               f"parameters and {top.flops_reduction:.1f}x fewer FLOPs.")
     for sched in ("oneshot", "iterative"):
-        s = ft[ft["schedule"] == sched].sort_values("test_acc", ascending=False)
+        s = ft[ft["schedule"] == sched]
         if len(s):
-            out.append(f"{sched}: " + ", ".join(f"{r.criterion} {r.test_acc:.2f} %" for r in s.itertuples()) + ".")
-    sweep, reach = t["finetune_sweep"], t["finetune_within_1pt"]
-    control = sweep[sweep["criterion"] == "none"]
-    if len(control):
-        c = control.iloc[0]
-        out.append(f"Control: the unpruned baseline fine-tuned for the same {int(c.steps)} steps as each sweep point "
-                   f"reaches {c.test_acc:.2f} % ({c.test_acc - base.test_acc:+.2f} points), so part of any "
-                   "pruned run's accuracy comes from the extra training alone.")
-    out.append("Largest parameter reduction within 1 point of the baseline after fine-tuning (one-shot, global "
-               "allocation, swept at " + ", ".join(f"{r:.0%}" for r in sorted(set(sweep["ratio"]) - {0})) +
-               " of filters): " + ", ".join(
-                   f"{r.criterion} none" if pd.isna(r.params_reduction) else
-                   f"{r.criterion} {r.params_reduction:.2f}x ({r.filters_removed:.0%} of filters, {r.test_acc:.2f} %)"
-                   for r in reach.sort_values("params_reduction", ascending=False).itertuples()) + ".")
+            out.append(f"{sched}: " + ", ".join(f"{r.criterion} {r.test_acc:.2f} ± {r.test_acc_std:.2f} %"
+                                                for r in s.itertuples()) + ".")
     out.append(report.speed_finding(t["structured_speed_benchmark"]))
     qt = t["quantization_targets"].set_index("against")
     if "float32" in qt.index:
@@ -144,8 +139,7 @@ REPORT_FIGURES = {"results_pareto": "accuracy against size and latency",
                   "unstructured_accuracy_vs_sparsity": "unstructured pruning, per criterion",
                   "structured_accuracy_vs_filters": "filter pruning, per criterion",
                   "structured_kept_filters": "filters kept per layer",
-                  "finetune_curves": "fine-tuning curves", "finetune_accuracy_vs_cost": "accuracy against parameters and FLOPs",
-                  "finetune_sweep": "fine-tuned accuracy against parameter reduction",
+
                   "relevance_lrp_heatmaps": "LRP heatmaps", "relevance_rank_correlation": "criteria rank correlation",
                   "baseline_training_curves": "baseline training"}
 """Figures of REPORT.md (file name without extension -> caption)."""
@@ -153,9 +147,7 @@ REPORT_FIGURES = {"results_pareto": "accuracy against size and latency",
 
 def report_sections(t: dict[str, pd.DataFrame], arithmetic: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """REPORT.md's tables, titled, in order."""
-    return {"Fine-tuning against the targets": t["finetune_targets"],
-            "How far each criterion gets within 1 point (fine-tuned sweep)": t["finetune_within_1pt"],
-            "Fine-tuned sweep over the fraction of filters removed": t["finetune_sweep"],
+    return {"The fine-tuning recipe, chosen on validation": t["finetune_recipe"],
             "Quantization against the targets": t["quantization_targets"],
             "Structured pruning before fine-tuning (validation)": t["structured_allocations"],
             "Speed benchmark: half the FLOPs": t["structured_speed_benchmark"],

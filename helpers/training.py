@@ -68,14 +68,23 @@ def evaluate(model: nn.Module, split: Split, batch_size: int = 500, size: int = 
 
 
 def make_optimizer(model: nn.Module, p: config.Profile, steps: int):
-    """SGD (Nesterov) and its schedule over ``steps`` optimizer steps."""
+    """SGD (Nesterov) and its schedule over ``steps`` optimizer steps: one-cycle, or cosine
+    after a linear warm-up over ``p.warmup`` of the steps (from a tenth of the peak)."""
     opt = torch.optim.SGD(model.parameters(), lr=p.lr, momentum=p.momentum,
                           weight_decay=p.weight_decay, nesterov=p.momentum > 0)
+    lr = torch.optim.lr_scheduler
     if p.schedule == "onecycle":
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=p.lr, total_steps=steps)
-    else:
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
-    return opt, sched
+        return opt, lr.OneCycleLR(opt, max_lr=p.lr, total_steps=steps)
+    warm = _warmup_steps(p, steps)
+    if warm == 0:
+        return opt, lr.CosineAnnealingLR(opt, T_max=steps)
+    return opt, lr.SequentialLR(opt, [lr.LinearLR(opt, start_factor=0.1, total_iters=warm),
+                                      lr.CosineAnnealingLR(opt, T_max=steps - warm)], milestones=[warm])
+
+
+def _warmup_steps(p: config.Profile, steps: int) -> int:
+    """Warm-up steps of the cosine schedule (none for one-cycle, which warms up by itself)."""
+    return 0 if p.schedule != "cosine" else min(round(p.warmup * steps), steps - 1)
 
 
 def train_epoch(model, split: Split, opt, sched, p: config.Profile, generator, desc="",
@@ -127,7 +136,10 @@ def _run_config(p: config.Profile, spec: dict, steps: int) -> dict:
     """What must match for a saved training state to be resumed."""
     keys = ("batch_size", "lr", "momentum", "weight_decay", "label_smoothing", "schedule",
             "seed", "input_size", "dataset", "val_per_class")
-    return {"spec": spec, "steps": steps, **{k: getattr(p, k) for k in keys}}
+    run = {"spec": spec, "steps": steps, **{k: getattr(p, k) for k in keys}}
+    if _warmup_steps(p, steps):
+        run["warmup_steps"] = _warmup_steps(p, steps)
+    return run
 
 
 def fit(model: nn.Module, data: Data, p: config.Profile, state_path: Path, spec: dict,

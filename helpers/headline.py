@@ -1,0 +1,185 @@
+"""The headline: the largest compression each criterion reaches within 1 point of the baseline.
+
+Per route and criterion, the point (fraction of filters removed, or sparsity) is the largest
+one whose **validation** accuracy, averaged over seeds, is at most ``max_drop`` points below
+the baseline's validation accuracy; the table then reports the **test** accuracy at that point
+(n, mean, standard deviation) and its drop against the baseline's test accuracy. LRP against
+every other criterion: the paired difference in test accuracy (paired by seed) with its 95 %
+Student-t interval, at every point both ran.
+"""
+from __future__ import annotations
+
+import pandas as pd
+
+from . import stats
+
+COLUMNS = ["route", "criterion", "n_seeds", "filters_removed_or_sparsity", "compression_x", "flops_x",
+           "test_acc_mean", "test_acc_std", "drop_points", "val_acc_mean"]
+TARGETS = {"size": 12.0, "compute": 2.5}   # compression within 1 point (file size; parameters)
+FLOPS_TARGET = 1.5                           # compute route: FLOPs reduction within 1 point
+
+
+def finished(rows: pd.DataFrame) -> pd.DataFrame:
+    """The runs that did not diverge (a diverged run is never a result)."""
+    return rows[rows["status"] == "ok"]
+
+
+def table(rows: pd.DataFrame, baseline_val: float, baseline_test: float, max_drop: float = 1.0) -> pd.DataFrame:
+    """One row per route and criterion (the control ``none`` excluded): the headline point
+    located on validation accuracy, with test accuracy and compression read there."""
+    ok = finished(rows)
+    ok = ok[ok["criterion"] != "none"]
+    at = stats.largest_within(ok, ["route", "criterion"], "point", "val_acc", baseline_val, max_drop, "test_acc")
+    means = ok.groupby(["route", "criterion", "point"], as_index=False)[["compression_x", "flops_x"]].mean()
+    out = at.merge(means, on=["route", "criterion", "point"], how="left")
+    out = out.rename(columns={"point": "filters_removed_or_sparsity"})
+    out["drop_points"] = baseline_test - out["test_acc_mean"]
+    return out.reindex(columns=COLUMNS)
+
+
+def paired(rows: pd.DataFrame, reference: str = "lrp", confidence: float = 0.95) -> pd.DataFrame:
+    """``reference`` minus each other criterion, test accuracy, paired by seed, at every route
+    and point where both finished; the seeds a ±0.5-point interval would need."""
+    ok = finished(rows)
+    out = []
+    for (route, point), g in ok.groupby(["route", "point"], sort=False):
+        wide = g.pivot_table(index="seed", columns="criterion", values="test_acc")
+        if reference not in wide:
+            continue
+        for other in [c for c in wide.columns if c not in (reference, "none")]:
+            both = wide[[reference, other]].dropna()
+            if len(both) == 0:
+                continue
+            d = stats.paired_difference(both[reference], both[other], confidence)
+            out.append({"route": route, "point": point, "criterion": other, **d,
+                        "seeds_needed": stats.seeds_needed(d["std"]) if len(both) > 1 else float("nan")})
+    return pd.DataFrame(out)
+
+
+def per_point(rows: pd.DataFrame) -> pd.DataFrame:
+    """n, mean and standard deviation of validation and test accuracy, and mean compression,
+    at every route, criterion and point (the figure's data)."""
+    ok = finished(rows)
+    keys = ["route", "criterion", "point"]
+    test = stats.spread(ok, keys, "test_acc").rename(columns={"mean": "test_acc_mean", "std": "test_acc_std"})
+    rest = ok.groupby(keys, as_index=False, sort=False)[["val_acc", "compression_x", "flops_x"]].mean()
+    return test.merge(rest, on=keys)
+
+
+def findings(head: pd.DataFrame, pairs: pd.DataFrame, recipe: dict, rows: pd.DataFrame,
+             baseline_test: float) -> list[str]:
+    """The sentences REPORT.md states about the headline, from the tables."""
+    lines = [f"Every fine-tuned run uses one recipe, chosen on validation: peak learning rate "
+             f"{recipe['lr']:g}, " + (f"knowledge distillation weight {recipe['kd_alpha']:g}."
+                                      if recipe["kd_alpha"] else "labels only (no distillation).")]
+    bad = rows[rows["status"] != "ok"]
+    lines.append(f"{len(rows)} runs, {len(bad)} diverged or collapsed (excluded: "
+                 + (", ".join(f"{r.route} {r.criterion} {r.point:g} seed {r.seed}" for r in bad.itertuples())
+                    or "none") + ").")
+    for route, target in TARGETS.items():
+        lines.append(_route_sentence(head[head["route"] == route], route, target))
+    lines += _pair_sentences(pairs, head)
+    return lines
+
+
+def _route_sentence(h: pd.DataFrame, route: str, target: float) -> str:
+    unit = "smaller file" if route != "compute" else "fewer parameters"
+    reached = h.dropna(subset=["compression_x"])
+    if reached.empty:
+        return f"{route} route: no criterion stays within 1 point at any point tried (target {target:g}x)."
+    best = reached.loc[reached["compression_x"].idxmax()]
+    met = best["compression_x"] >= target and (route != "compute" or best["flops_x"] >= FLOPS_TARGET)
+    extra = f" and {best['flops_x']:.2f}x fewer FLOPs (target {FLOPS_TARGET}x)" if route == "compute" else ""
+    return (f"{route} route: the largest compression within 1 point is {best['criterion']}'s "
+            f"{best['compression_x']:.2f}x {unit}{extra} at {best['filters_removed_or_sparsity']:g}, test "
+            f"{best['test_acc_mean']:.2f} ± {best['test_acc_std']:.2f} % (n={int(best['n_seeds'])}, drop "
+            f"{best['drop_points']:.2f} points); target {target:g}x: {'met' if met else 'missed'}.")
+
+
+def _pair_sentences(pairs: pd.DataFrame, head: pd.DataFrame) -> list[str]:
+    if pairs.empty:
+        return ["No paired comparison: LRP did not finish beside another criterion."]
+    lines = []
+    for route, g in pairs.groupby("route", sort=False):
+        res = g[g["resolved"]]
+        lines.append(f"{route} route, LRP minus each criterion (test accuracy, paired by seed, 95 % interval): "
+                     + "; ".join(f"{r.criterion} at {r.point:g}: {r.mean:+.2f} [{r.low:+.2f}, {r.high:+.2f}]"
+                                 for r in g.itertuples()) + ". Resolved: "
+                     + (", ".join(f"{r.criterion} at {r.point:g}" for r in res.itertuples()) or "none") + ".")
+        wide = g[g["half_width"] > 0.5]
+        if len(wide):
+            lines.append(f"{route} route: intervals wider than ±0.5 points would need about "
+                         + ", ".join(f"{int(r.seeds_needed)} seeds ({r.criterion} at {r.point:g})"
+                                     for r in wide.itertuples()) + ".")
+    return lines
+
+
+def section(head: pd.DataFrame, pairs: pd.DataFrame, lines: list[str], base: dict, p) -> str:
+    """REPORT.md's headline section (notebook 06 writes it; the README block leads with it)."""
+    fmt = head.copy()
+    for col in fmt.columns[fmt.dtypes == float]:
+        fmt[col] = fmt[col].map(lambda v: "" if pd.isna(v) else f"{v:.2f}")
+    cols = ["route", "point", "criterion", "n", "mean", "low", "high", "resolved", "seeds_needed"]
+    return "\n".join([
+        "## Headline: the largest compression within 1 point of the baseline", "",
+        f"Baseline {p.arch} (width {p.width:g}): test accuracy {base['test_acc']:.2f} %, "
+        f"{int(base['parameters']):,} parameters, {base['size_MB']:.2f} MB. Every fine-tuned run: "
+        f"{p.finetune_epochs:g} epochs of optimizer steps with the recipe chosen on validation; "
+        f"{p.seeds} seeds per point. The point is located on validation accuracy (mean over seeds), the "
+        "table reports test accuracy there. `compression_x`: file size (int8, sparse, LZMA) on the size "
+        "and combined routes, parameters on the compute route. Empty: no point tried stays within 1 point.",
+        "", fmt.to_markdown(index=False), "",
+        "![accuracy against compression, per route](headline.png)", "",
+        "LRP minus each criterion, test accuracy, paired by seed (95 % interval):", "",
+        pairs.reindex(columns=cols).round(2).to_markdown(index=False) if len(pairs) else "(none)", "",
+        *[f"- {line}" for line in lines]])
+
+
+def common_fraction(head: pd.DataFrame, fractions: tuple, reference: str = "lrp") -> float:
+    """The compute route's headline fraction: ``reference``'s, else the largest any criterion
+    reaches within 1 point, else the smallest fraction tried."""
+    c = head[(head["route"] == "compute")].dropna(subset=["filters_removed_or_sparsity"]).set_index("criterion")
+    if reference in c.index:
+        return float(c.loc[reference, "filters_removed_or_sparsity"])
+    return float(c["filters_removed_or_sparsity"].max()) if len(c) else float(min(fractions))
+
+
+def schedules(rows: pd.DataFrame, iterative: pd.DataFrame, fraction: float) -> pd.DataFrame:
+    """Iterative minus one-shot (the compute route's run at ``fraction``), test accuracy paired
+    by seed, per criterion, with both schedules' mean accuracy, parameters and FLOPs."""
+    one = finished(rows)
+    one = one[(one["route"] == "compute") & (one["point"] == fraction)].set_index(["criterion", "seed"])
+    it = finished(iterative).set_index(["criterion", "seed"])
+    out = []
+    for name in it.index.get_level_values(0).unique():
+        both = it.loc[[name]].join(one.loc[[name]] if name in one.index else one.iloc[:0], how="inner",
+                                   lsuffix="_it", rsuffix="_one")
+        if both.empty:
+            continue
+        d = stats.paired_difference(both["test_acc_it"], both["test_acc_one"])
+        out.append({"criterion": name, "fraction": fraction, "n": d["n"],
+                    "oneshot_test": both["test_acc_one"].mean(), "iterative_test": both["test_acc_it"].mean(),
+                    "iterative_minus_oneshot": d["mean"], "low": d["low"], "high": d["high"],
+                    "resolved": d["resolved"], "oneshot_params": both["parameters_one"].mean(),
+                    "iterative_params": both["parameters_it"].mean(), "oneshot_flops": both["flops_one"].mean(),
+                    "iterative_flops": both["flops_it"].mean()})
+    return pd.DataFrame(out)
+
+
+def schedules_sentence(table: pd.DataFrame, steps: int, n_steps: int) -> str:
+    """What the one-shot/iterative comparison shows, and the two differences that explain it:
+    how the budget is spent and which network each schedule ends with."""
+    if table.empty:
+        return "One-shot against iterative: no pair finished."
+    parts = "; ".join(f"{r.criterion} {r.iterative_minus_oneshot:+.2f} [{r.low:+.2f}, {r.high:+.2f}]"
+                      for r in table.itertuples())
+    won = table[table["resolved"]]
+    wins = ", ".join(f"{r.criterion} ({'iterative' if r.iterative_minus_oneshot > 0 else 'one-shot'})"
+                     for r in won.itertuples()) or "none"
+    params = "; ".join(f"{r.criterion} {r.iterative_params / r.oneshot_params:.2f}x the parameters and "
+                       f"{r.iterative_flops / r.oneshot_flops:.2f}x the FLOPs" for r in table.itertuples())
+    return (f"One-shot against iterative at {table['fraction'].iloc[0]:.0%} of the filters, equal budget "
+            f"({steps} optimizer steps; iterative spends them in {n_steps} rounds of about {steps // n_steps}, "
+            f"rescoring before each, so the last network it ends with gets only that share): iterative minus one-shot, "
+            f"test accuracy, paired by seed (95 % interval): {parts}. Resolved: {wins}. The iterative networks keep "
+            f"{params} of the one-shot ones (rescoring after each round moves the allocation between layers).")

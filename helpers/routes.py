@@ -1,0 +1,213 @@
+"""Two routes to a smaller network, each run per criterion, point and seed with one recipe.
+
+* ``compute`` (structured): remove a fraction of all filters, allocated globally by the
+  criterion's filter scores (Torch-Pruning surgery), then fine-tune. Fewer parameters and FLOPs.
+* ``size`` (the original report's metric, file size): zero a fraction of all weights, ranked
+  globally by the criterion's weight scores, fine-tune with ``torch.nn.utils.prune``'s masks
+  held fixed, quantize to int8 (:mod:`helpers.quantization`) and store sparse (bitmask + int8
+  values, then LZMA).
+* ``combined``: the compute route's model, then the size route on top (Deep Compression's
+  order: prune, quantize, code).
+
+A seed fixes the reference images the scores are computed on, the order of the training data
+and the random criterion; nothing else differs between seeds. Every run writes its result row
+(``result.json``) when it ends: a finished run is read back, an interrupted one resumes from its
+last epoch. A run that diverges or collapses (:class:`helpers.training.DivergenceError`) is
+recorded as such, with the error, and never enters a mean.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pandas as pd
+from torch import nn
+
+from . import checkpoint, config, criteria, finetune, measure, models, progress, pruning, quantization, scores
+from .data import Data, Split, class_balanced_sample, normalize
+from .training import DivergenceError, evaluate, fit, load_model, save_model
+
+ROUTES = ("compute", "size", "combined")
+
+
+def reference(d: Data, p: config.Profile, seed: int) -> Split:
+    """The seed's reference images: ``p.ref_per_class`` training images per class."""
+    return class_balanced_sample(d.train, p.ref_per_class, seed)
+
+
+def seed_scores(model: nn.Module, d: Data, p: config.Profile, seed: int, names: list[str],
+                folder: Path) -> dict[str, dict]:
+    """Each criterion's scores of ``model`` on the seed's reference images (saved under
+    ``folder``, checked against the model's fingerprint when read back)."""
+    out, ref = {}, None
+    for name in names:
+        if scores.path_for(folder, name).exists():
+            out[name] = scores.load(folder, name, model)
+            continue
+        ref = ref if ref is not None else reference(d, p, seed)
+        out[name] = criteria.compute_scores(model, ref, name, seed=seed, size=p.input_size)
+        scores.save(out[name], model, folder, name)
+    return out
+
+
+def structured(model: nn.Module, s: dict, fraction: float, p: config.Profile) -> nn.Module:
+    """A copy of ``model`` without ``fraction`` of its filters, chosen globally by ``s``."""
+    counts = pruning.global_counts(model, s["filter"], fraction)
+    return pruning.prune_filters(model, s["filter"], counts, p.input_size)
+
+
+def masked(model: nn.Module, s: dict, sparsity: float, p: config.Profile) -> nn.Module:
+    """A copy of ``model`` with ``sparsity`` of its weights masked to zero (masks kept)."""
+    return pruning.unstructured_prune(model, s, sparsity, permanent=False)
+
+
+PREPARE = {"compute": structured, "size": masked, "combined": masked}
+
+
+def run(route: str, name: str, point: float, seed: int, start: nn.Module, s: dict, d: Data,
+        p: config.Profile, folder: Path, steps: int, baseline: nn.Module, tag: str = "") -> dict:
+    """One fine-tuned run: prune ``start`` by ``route`` at ``point`` (fraction of filters, or
+    sparsity) with criterion ``name``'s scores ``s``, fine-tune ``steps`` optimizer steps with
+    the recipe in ``p`` (distilling from ``baseline`` when ``p.kd_alpha > 0``), measure it.
+    ``tag`` tells apart runs that start from different models (the combined route's fraction)."""
+    if route not in PREPARE:
+        raise ValueError(f"unknown route {route!r}; valid: {', '.join(ROUTES)}")
+    out = Path(folder) / f"{route}{tag}_{name}_{point:g}_s{seed}"
+    if (out / "result.json").exists():
+        return _finished(out / "result.json", p, steps)
+    label = f"{route} route{tag and ' ' + tag}, {name}, {point:g}, seed {seed}"
+    progress.line(f"fine-tuning: {label}")
+    q = dataclasses.replace(p, seed=seed)
+    config.seed_everything(seed)
+    model = PREPARE[route](start, s, point, p)
+    row = {"route": route, "criterion": name, "point": point, "seed": seed,
+           "lr": p.lr, "kd_alpha": p.kd_alpha, "steps": steps}
+    try:
+        history = fit(model, d, q, out / "train_state.pt", models.spec_of(model, p.arch),
+                      max_steps=steps, teacher=baseline if p.kd_alpha > 0 else None, guard=label)
+    except DivergenceError as err:
+        row.update(status="diverged", error=str(err))
+        checkpoint.save_json(row, out / "result.json")
+        return row
+    known = {"val": float(history["val_acc"].max())} if route == "compute" else {}  # int8: measured anew
+    row.update(status="ok", train_s=float(history["epoch_s"].sum()), **MEASURE[route](model, d, p, baseline, out, **known))
+    checkpoint.save_json(row, out / "result.json")
+    return row
+
+
+def measure_compute(model: nn.Module, d: Data, p: config.Profile, baseline: nn.Module, out: Path,
+                    val: float | None = None) -> dict:
+    """Validation (``val`` when the training history already holds it) and test accuracy of
+    the fine-tuned structured model, its parameters, FLOPs and their reduction factors; the
+    model is saved (the combined route starts from it)."""
+    save_model(model, models.spec_of(model, p.arch), out / "model.pt", p)
+    params, flops = measure.parameters(model), measure.flops(model, p.input_size)
+    return {"val_acc": evaluate(model, d.val, p.eval_batch_size, p.input_size)["acc"] if val is None else val,
+            "test_acc": evaluate(model, d.test, p.eval_batch_size, p.input_size)["acc"],
+            "filters_removed": pruning.filters_removed(baseline, pruning.kept_filters(model)),
+            "parameters": params, "flops": flops, "compression_x": measure.parameters(baseline) / params,
+            "flops_x": measure.flops(baseline, p.input_size) / flops,
+            "size_bytes": measure.size_on_disk(model)["bytes"]}
+
+
+def measure_size(model: nn.Module, d: Data, p: config.Profile, baseline: nn.Module, out: Path) -> dict:
+    """Fold the masks, quantize to int8 (calibrated on training batches), store it sparse, and
+    measure the int8 model: validation and test accuracy, weight sparsity, both file sizes and
+    the file-size reduction against the float32 baseline (LZMA-compressed file)."""
+    model = pruning.make_permanent(model).eval()
+    calibration = quantization.calibration_batches(d, p, 4)
+    q = quantization.quantize(model.cpu(), calibration, calibration[0][:2])
+    files = quantization.save_sparse(q, models.spec_of(model, p.arch), out / "int8_sparse.pt")
+    base = measure.size_on_disk(baseline)["bytes"]
+    return {"val_acc": _accuracy(q, d.val, p), "test_acc": _accuracy(q, d.test, p),
+            "sparsity": pruning.global_sparsity(model), "parameters": measure.nonzero_parameters(model),
+            "flops": measure.flops(model, p.input_size), "compression_x": base / files["xz_bytes"],
+            "compression_x_uncompressed": base / files["sparse_bytes"],
+            "flops_x": measure.flops(baseline, p.input_size) / measure.flops(model, p.input_size),
+            "size_bytes": files["xz_bytes"], "sparse_bytes": files["sparse_bytes"]}
+
+
+def _finished(path: Path, p: config.Profile, steps: int) -> dict:
+    """The result of a finished run, if it was made with this recipe and budget."""
+    row = checkpoint.load_json(path)
+    if (row["lr"], row["kd_alpha"], row["steps"]) != (p.lr, p.kd_alpha, steps):
+        raise checkpoint.CheckpointError(
+            f"{path} was made with lr {row['lr']}, kd_alpha {row['kd_alpha']}, {row['steps']} steps, not "
+            f"lr {p.lr}, kd_alpha {p.kd_alpha}, {steps} steps: delete its folder to run it again")
+    return row
+
+
+MEASURE = {"compute": measure_compute, "size": measure_size, "combined": measure_size}
+
+
+def _accuracy(qmodel: nn.Module, split: Split, p: config.Profile) -> float:
+    """Top-1 accuracy (%) of the int8 model on ``split``."""
+    correct = 0
+    for i in range(0, len(split), p.eval_batch_size):
+        x = normalize(split.x[i:i + p.eval_batch_size], p.input_size)
+        correct += (qmodel(x).argmax(1) == split.y[i:i + p.eval_batch_size]).sum().item()
+    return 100.0 * correct / len(split)
+
+
+def sweep(route: str, names: list[str], points: tuple, seed_scores: dict[int, dict[str, dict]], d: Data,
+          p: config.Profile, folder: Path, steps: int, baseline: nn.Module) -> pd.DataFrame:
+    """Every criterion at every point for every seed (seed by seed, so that an interrupted
+    sweep already holds complete pairs), pruned from ``baseline``. Criterion ``"none"`` at point
+    0 is the control: the unpruned network fine-tuned alike."""
+    rows = []
+    for seed, by_name in seed_scores.items():
+        for name in names:
+            for x in ([0.0] if name == "none" else points):
+                s = by_name["weight" if name == "none" else name]
+                rows.append(run(route, name, x, seed, baseline, s, d, p, folder, steps, baseline))
+    return pd.DataFrame(rows)
+
+
+def combined(names: list[str], fractions: dict[str, float], sparsities: dict[str, float], seeds: list[int],
+             d: Data, p: config.Profile, folder: Path, steps: int, baseline: nn.Module) -> pd.DataFrame:
+    """The size route on top of each criterion's compute-route model at ``fractions[name]``,
+    at ``sparsities[name]``, scored again by the same criterion on the pruned network (criteria
+    without both points are skipped)."""
+    rows = []
+    for seed in seeds:
+        for name in [n for n in names if n in fractions and n in sparsities]:
+            f, sp = fractions[name], sparsities[name]
+            start = compute_model(folder, name, f, seed)
+            s = seed_scores(start, d, p, seed, [name], Path(folder) / f"scores_f{f:g}_{name}_s{seed}")[name]
+            row = run("combined", name, sp, seed, start, s, d, p, folder, steps, baseline, tag=f"_f{f:g}")
+            rows.append({**row, "fraction": f})
+    return pd.DataFrame(rows)
+
+
+def iterative(names: list[str], fraction: float, seeds: list[int], d: Data, p: config.Profile, folder: Path,
+              steps: int, baseline: nn.Module) -> pd.DataFrame:
+    """Iterative pruning (Yeom et al. 2021; :func:`helpers.finetune.iterative`) to ``fraction``
+    of the filters, on the same budget and recipe as the compute route's one-shot runs, for
+    every criterion and seed (each seed's reference images rescore every step)."""
+    rows = []
+    for seed in seeds:
+        for name in names:
+            out = Path(folder) / f"iterative_{name}_{fraction:g}_s{seed}"
+            if (out / "result.json").exists():
+                rows.append(_finished(out / "result.json", p, steps))
+                continue
+            row = {"route": "iterative", "criterion": name, "point": fraction, "seed": seed,
+                   "lr": p.lr, "kd_alpha": p.kd_alpha, "steps": steps}
+            try:
+                model, history = finetune.iterative(baseline, d, reference(d, p, seed), dataclasses.replace(p, seed=seed),
+                                                    out, name, fraction, p.iterative_step, steps, p.arch, teacher=baseline)
+                last = history[history["stage"] == history["stage"].max()]
+                row.update(status="ok", train_s=float(history["epoch_s"].sum()),
+                           **measure_compute(model, d, p, baseline, out, val=float(last["val_acc"].max())))
+            except DivergenceError as err:
+                row.update(status="diverged", error=str(err))
+            checkpoint.save_json(row, out / "result.json")
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def compute_model(folder: Path, name: str, fraction: float, seed: int) -> nn.Module:
+    """The saved fine-tuned model of a finished compute-route run."""
+    model, _ = load_model(Path(folder) / f"compute_{name}_{fraction:g}_s{seed}" / "model.pt",
+                          "run the compute route (notebook 06) first")
+    return model
