@@ -9,6 +9,7 @@ import pandas as pd
 import torch
 
 from . import artifacts, checkpoint, config, criteria, measure, models, pruning, report
+from . import findings as sentences
 from .training import load_artifact
 
 REPORT_CLAIM = {"baseline_acc": 74.44, "baseline_loss": 1.055, "pruned_acc": 74.15,
@@ -101,18 +102,7 @@ def findings(t: dict[str, pd.DataFrame]) -> list[str]:
     """Sentences stating what the numbers show, written from the numbers."""
     out = []
     base = t["baseline_metrics"].iloc[0]
-    sw = t["unstructured_sweep"]
-    sw = sw[sw["criterion"] != "lrp_zplus"]
-    within = sw[sw["val_acc"] >= sw[sw["sparsity"] == 0]["val_acc"].max() - 1.0]
-    reach = within.groupby("criterion")["sparsity"].max().sort_values(ascending=False)
-    out.append("Unstructured, without fine-tuning, the highest global sparsity within 1 point of the "
-               "unpruned validation accuracy: " + ", ".join(f"{c} {s:.0%}" for c, s in reach.items()) + ".")
-    alloc = t["structured_allocations"]
-    best = alloc.sort_values("val_acc_bn_recal", ascending=False).iloc[0]
-    out.append(f"Filter removal at the report's filter count ({alloc['filters_removed'].mean():.0%} of filters): "
-               f"before fine-tuning every criterion is near chance as pruned "
-               f"(best {alloc['val_acc'].max():.1f} %); BatchNorm recalibration lifts the best to "
-               f"{best.val_acc_bn_recal:.1f} % ({best.criterion}, {best.allocation}).")
+    out += sentences.unstructured(t["unstructured_sweep"])[:1] + sentences.structured(t["structured_allocations"])
     ft = seed_means(t["finetune_results"]).sort_values("test_acc", ascending=False)
     top = ft.iloc[0]
     out.append(f"At the report's operating point, fine-tuned with the chosen recipe ({int(top.steps)} optimizer steps "
@@ -126,12 +116,7 @@ def findings(t: dict[str, pd.DataFrame]) -> list[str]:
             out.append(f"{sched}: " + ", ".join(f"{r.criterion} {r.test_acc:.2f} ± {r.test_acc_std:.2f} %"
                                                 for r in s.itertuples()) + ".")
     out.append(report.speed_finding(t["structured_speed_benchmark"]))
-    qt = t["quantization_targets"].set_index("against")
-    if "float32" in qt.index:
-        r = qt.loc["float32"]
-        out.append(f"int8 static quantization changes test accuracy by {-r.accuracy_drop:+.2f} points, makes the file "
-                   f"{r.size_ratio:.2f}x smaller and batch-1 latency {r.latency_b1_speedup:.2f}x lower "
-                   f"(batch 256: {r.latency_b256_speedup:.2f}x) than the float model run eagerly.")
+    out += sentences.quantization(t["quantization_targets"])[:1]
     return out
 
 

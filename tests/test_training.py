@@ -186,3 +186,18 @@ def test_divergence_guard_names_the_run_and_spares_healthy_runs():
     training.check_diverged("x", 2, 2.3, val_acc=1.0)   # only the first epoch is judged
     with pytest.raises(training.DivergenceError, match="weight at 30 %: validation accuracy 1.50 %"):
         training.check_diverged("weight at 30 %", 1, 2.3, val_acc=1.5)
+
+
+def test_cosine_schedule_warms_up_linearly_then_decays():
+    p = config.get_profile("smoke", schedule="cosine", lr=0.1, warmup=0.2)
+    opt, sched = training.make_optimizer(torch.nn.Linear(2, 2), p, 10)
+    lrs = []
+    for _ in range(10):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(0.01) and lrs[2] == pytest.approx(0.1)  # a tenth of the peak, then the peak
+    assert lrs[1] < lrs[2] and all(a > b for a, b in zip(lrs[2:], lrs[3:]))  # then cosine down
+    none = config.get_profile("smoke", schedule="cosine", lr=0.1, warmup=0.0)
+    opt, _ = training.make_optimizer(torch.nn.Linear(2, 2), none, 10)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.1)

@@ -1,0 +1,185 @@
+"""The fine-tuning protocol of notebook 06: recipe, seeds, the two routes and the headline."""
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from helpers import checkpoint, config, criteria, data, headline, models, pruning, quantization, recipe, report, routes, training
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A smoke-profile model trained for its five quick epochs (well above chance), and its data."""
+    p = config.get_profile("smoke")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(config.ARTIFACTS_ENV, str(tmp_path_factory.mktemp("art")))
+        d = data.load_data(p)
+    model = models.create_model(p)
+    training.fit(model, d, p, tmp_path_factory.mktemp("fit") / "s.pt", models.spec_for(p))
+    return recipe.apply(p, {"lr": 0.02, "kd_alpha": 0.0}), d, model.eval()
+
+
+def _scores(model, d, p, seed, folder):
+    return routes.seed_scores(model, d, p, seed, ["weight", "random", "lrp"], folder)
+
+
+def _same(a: dict, b: dict) -> bool:
+    return all(torch.equal(a[k][n], b[k][n]) for k in ("filter", "weight") for n in a[k])
+
+
+def test_seeds_change_the_reference_images_and_random_scores_only(trained, tmp_path):
+    p, d, model = trained
+    s0, s0_again, s1 = (_scores(model, d, p, s, tmp_path / f"{i}") for i, s in enumerate((0, 0, 1)))
+    assert all(_same(s0[n], s0_again[n]) for n in s0)  # same seed: identical
+    assert _same(s0["weight"], s1["weight"])  # weight magnitude reads no images and no seed
+    assert not _same(s0["random"], s1["random"]) and not _same(s0["lrp"], s1["lrp"])
+    r0, r1 = routes.reference(d, p, 0), routes.reference(d, p, 1)
+    assert not torch.equal(r0.x, r1.x) and torch.equal(r0.x, routes.reference(d, p, 0).x)
+
+
+def test_same_seed_gives_the_same_run_and_another_seed_another(trained, tmp_path):
+    p, d, model = trained
+    s = _scores(model, d, p, 0, tmp_path / "scores")["weight"]
+    runs = [routes.run("compute", "weight", 0.3, seed, model, s, d, p, tmp_path / name, 6, model)
+            for seed, name in ((0, "a"), (0, "b"), (1, "c"))]
+    keep = lambda r: {k: v for k, v in r.items() if k != "train_s"}  # noqa: E731 (wall time differs)
+    assert keep(runs[0]) == keep(runs[1])
+    assert runs[0]["val_acc"] != runs[2]["val_acc"] or runs[0]["test_acc"] != runs[2]["test_acc"]
+    assert runs[0]["parameters"] == runs[2]["parameters"]  # same scores: same network, other data order
+
+
+def test_compute_route_removes_filters_and_resumes(trained, tmp_path, monkeypatch):
+    p, d, model = trained
+    s = _scores(model, d, p, 0, tmp_path / "scores")["lrp"]
+    row = routes.run("compute", "lrp", 0.4, 0, model, s, d, p, tmp_path, 6, model)
+    assert row["status"] == "ok" and row["filters_removed"] == pytest.approx(0.4, abs=0.01)
+    assert row["compression_x"] > 1 and row["flops_x"] > 1 and row["steps"] == 6
+    monkeypatch.setattr(routes, "fit", lambda *a, **k: pytest.fail("a finished run must not train again"))
+    assert routes.run("compute", "lrp", 0.4, 0, model, s, d, p, tmp_path, 6, model) == row
+    with pytest.raises(checkpoint.CheckpointError, match="delete its folder"):
+        routes.run("compute", "lrp", 0.4, 0, model, s, d, dataclasses.replace(p, lr=0.5), tmp_path, 6, model)
+
+
+def test_size_route_holds_the_masks_and_stores_int8_sparse(trained, tmp_path):
+    p, d, model = trained
+    s = _scores(model, d, p, 0, tmp_path / "scores")["weight"]
+    row = routes.run("size", "weight", 0.7, 0, model, s, d, p, tmp_path, 6, model)
+    assert row["status"] == "ok" and row["sparsity"] == pytest.approx(0.7, abs=1e-3)  # zeros stayed zero
+    out = tmp_path / "size_weight_0.7_s0"
+    assert row["sparse_bytes"] == (out / "int8_sparse.pt").stat().st_size
+    assert row["size_bytes"] == (out / "int8_sparse.pt.xz").stat().st_size
+    dense_int8 = 0.3 * sum(m.weight.numel() for m in criteria.weight_layers(model).values())
+    assert row["sparse_bytes"] < 4 * dense_int8  # far below the dense float32 weights
+    assert row["compression_x"] == pytest.approx(row["compression_x_uncompressed"] * row["sparse_bytes"] / row["size_bytes"])
+
+
+def test_sparse_int8_file_reloads_to_the_same_outputs(trained, tmp_path):
+    p, d, model = trained
+    s = criteria.weight_magnitude(model)
+    pruned = pruning.unstructured_prune(model, s, 0.6)
+    calib = [data.normalize(d.train.x[:32])]
+    q = quantization.quantize(pruned, calib, calib[0][:2])
+    sizes = quantization.save_sparse(q, models.spec_of(pruned, p.arch), tmp_path / "q.pt")
+    x = data.normalize(d.test.x[:16])
+    for path in (tmp_path / "q.pt", tmp_path / "q.pt.xz"):
+        again, _ = quantization.load_sparse(path, calib[0][:2])
+        assert torch.equal(again(x), q(x))
+    assert sizes["xz_bytes"] < sizes["sparse_bytes"]
+
+
+def test_masked_fine_tuning_keeps_pruned_weights_at_zero(trained, tmp_path):
+    p, d, model = trained
+    s = criteria.weight_magnitude(model)
+    m = routes.masked(model, s, 0.5, p)
+    training.fit(m, d, p, tmp_path / "s.pt", models.spec_of(m, p.arch), max_steps=5)
+    assert pruning.global_sparsity(pruning.make_permanent(m)) == pytest.approx(0.5, abs=1e-3)
+
+
+def test_a_collapsed_run_is_recorded_never_a_result(trained, tmp_path):
+    p, d, model = trained
+    s = _scores(model, d, p, 0, tmp_path / "scores")["weight"]
+    bad = dataclasses.replace(p, lr=10.0)
+    row = routes.run("compute", "weight", 0.3, 0, model, s, d, bad, tmp_path, 8, model)
+    assert row["status"] == "diverged" and "compute route, weight, 0.3, seed 0" in row["error"]
+    rows = pd.DataFrame([row, {"route": "compute", "criterion": "weight", "point": 0.3, "seed": 1, "status": "ok",
+                               "val_acc": 10.0, "test_acc": 11.0, "compression_x": 2.0, "flops_x": 1.5}])
+    head = headline.table(rows, baseline_val=10.5, baseline_test=12.0)
+    assert head.iloc[0]["n_seeds"] == 1 and head.iloc[0]["test_acc_mean"] == 11.0
+
+
+def test_recipe_grid_and_choice_on_validation_only():
+    p = config.get_profile("smoke", finetune_lrs=(0.01, 0.03), finetune_kd_alphas=(0.0, 0.9))
+    assert recipe.grid(p) == [{"lr": 0.01, "kd_alpha": 0.0}, {"lr": 0.03, "kd_alpha": 0.0},
+                              {"lr": 0.01, "kd_alpha": 0.9}, {"lr": 0.03, "kd_alpha": 0.9}]
+    t = pd.DataFrame({"lr": [0.01, 0.03, 0.01, 0.03], "kd_alpha": [0, 0, 0.9, 0.9],
+                      "status": ["ok", "ok", "ok", "diverged"], "val_acc": [50.0, 52.0, 51.0, 99.0],
+                      "test_acc": [90.0, 10.0, 10.0, 10.0]})
+    assert recipe.choose(t) == {"lr": 0.03, "kd_alpha": 0.0}  # the diverged one is never chosen
+    assert recipe.choose(t.drop(columns="test_acc")) == {"lr": 0.03, "kd_alpha": 0.0}
+    ft = recipe.apply(p, {"lr": 0.03, "kd_alpha": 0.9})
+    assert (ft.lr, ft.kd_alpha, ft.schedule) == (0.03, 0.9, "cosine")
+    with pytest.raises(ValueError, match="every recipe diverged"):
+        recipe.choose(t.assign(status="diverged"))
+
+
+def _hand_table():
+    """Baseline: validation 60, test 62. lrp: 0.2 qualifies (mean val 59.4), 0.3 does not
+    (58.6) although its test accuracy is best; weight: nothing within 1 point."""
+    rows = []
+    for seed, (v2, v3, w) in enumerate([(59.5, 58.0, 50.0), (59.2, 59.0, 50.0), (59.5, 58.8, 50.0)]):
+        rows += [{"route": "compute", "criterion": "lrp", "point": 0.2, "seed": seed, "val_acc": v2,
+                  "test_acc": 61.0 + seed, "compression_x": 1.5, "flops_x": 1.2, "status": "ok"},
+                 {"route": "compute", "criterion": "lrp", "point": 0.3, "seed": seed, "val_acc": v3,
+                  "test_acc": 99.0, "compression_x": 2.5, "flops_x": 1.6, "status": "ok"},
+                 {"route": "compute", "criterion": "weight", "point": 0.2, "seed": seed, "val_acc": w,
+                  "test_acc": 60.0 - seed, "compression_x": 1.6, "flops_x": 1.2, "status": "ok"}]
+    return pd.DataFrame(rows)
+
+
+def test_headline_is_the_largest_compression_within_one_point_on_validation():
+    head = headline.table(_hand_table(), baseline_val=60.0, baseline_test=62.0).set_index("criterion")
+    assert list(head.columns) == [c for c in headline.COLUMNS if c != "criterion"]
+    lrp = head.loc["lrp"]
+    assert lrp["filters_removed_or_sparsity"] == 0.2 and lrp["compression_x"] == 1.5 and lrp["n_seeds"] == 3
+    assert lrp["test_acc_mean"] == pytest.approx(62.0) and lrp["test_acc_std"] == pytest.approx(1.0)
+    assert lrp["drop_points"] == pytest.approx(0.0)
+    assert np.isnan(head.loc["weight", "filters_removed_or_sparsity"])
+
+
+def test_headline_selection_never_reads_the_test_split():
+    t = _hand_table()
+    shuffled = t.assign(test_acc=np.random.default_rng(0).permutation(t["test_acc"].to_numpy()))
+    a = headline.table(t, 60.0, 62.0)
+    b = headline.table(shuffled, 60.0, 62.0)
+    pd.testing.assert_series_equal(a["filters_removed_or_sparsity"], b["filters_removed_or_sparsity"])
+    assert headline.common_fraction(a, (0.2, 0.3)) == 0.2
+
+
+def test_paired_differences_pair_by_seed():
+    pairs = headline.paired(_hand_table()).set_index(["point", "criterion"])
+    row = pairs.loc[(0.2, "weight")]
+    diffs = np.array([61.0 - 60.0, 62.0 - 59.0, 63.0 - 58.0])  # by hand: 1, 3, 5
+    half = 4.302652729911275 * diffs.std(ddof=1) / np.sqrt(3)  # t(0.975, 2)
+    assert row["mean"] == pytest.approx(3.0) and row["half_width"] == pytest.approx(half)
+    assert row["resolved"] == bool(3.0 - half > 0)
+
+
+def test_schedules_table_pairs_iterative_with_the_one_shot_runs():
+    t = _hand_table()
+    it = t[(t["criterion"] == "lrp") & (t["point"] == 0.2)].assign(
+        route="iterative", test_acc=lambda f: f["test_acc"] + 1.0, parameters=50.0, flops=5.0)
+    t = t.assign(parameters=100.0, flops=10.0)
+    table = headline.schedules(t, it, 0.2)
+    assert table.iloc[0]["iterative_minus_oneshot"] == pytest.approx(1.0)
+    assert "lrp 0.50x the parameters" in headline.schedules_sentence(table, 100, 4)
+
+
+def test_report_leads_with_the_headline_section(tmp_path):
+    path = tmp_path / "REPORT.md"
+    report.update_section(path, "lowdata", "## Low data\nlow")
+    report.update_section(path, "headline", "## Headline\n![x](headline.png)")
+    text = report.write_report("# Results: cpu profile\n\nbody", path)
+    assert text.index("## Headline") < text.index("body") < text.index("## Low data")
+    assert "(figures/cpu/headline.png)" in report.saved_section(tmp_path, "cpu", "headline")
