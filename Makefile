@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PROFILE ?= cpu
 export LRP_DATA_DIR ?= $(CURDIR)/data
 
-.PHONY: reproduce test notebooks readme gpu-check
+.PHONY: reproduce test notebooks readme gpu-check browser-check
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,3 +35,8 @@ readme: $(VENV)/.installed
 # On a GPU machine: CUDA unit tests, the smoke series on CUDA, training and LRP throughput.
 gpu-check: $(VENV)/.installed
 	$(PY) -m helpers.gpu_check --out $${OUT:-.}/gpu_check.json
+
+# The explorer (notebook 09) in headless Chromium through JupyterLab: needs the profile's baseline
+# and `apt-get install chromium chromium-driver`; screenshots go to figures/$(PROFILE)/screens/.
+browser-check: $(VENV)/.installed
+	$(PY) -m helpers.browser_check --profile $(PROFILE)

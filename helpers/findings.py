@@ -15,7 +15,8 @@ NEXT = {"01": ("02_relevance", "scores every filter and weight by each criterion
         "04": ("05_low_data", "asks whether LRP wins with few reference images and no fine-tuning"),
         "05": ("06_fine_tuning", "fine-tunes the pruned networks: the headline"),
         "06": ("07_quantization", "quantizes the chosen fine-tuned model to int8"),
-        "07": ("08_results", "collects everything into the report's table and REPORT.md")}
+        "07": ("08_results", "collects everything into the report's table and REPORT.md"),
+        "08": ("09_explorer", "lets you prune the baseline yourself, interactively")}
 
 
 def markdown(lines: list[str], notebook: str | None = None) -> str:

@@ -133,6 +133,10 @@ NOTEBOOKS: dict[str, dict[str, Rule]] = {
         "ref_per_class": positive(int, optional=True)},
     "07_quantization": {**_PROFILE, "source": Rule(str), "calibration_batches": positive(int)},
     "08_results": {"profile": _PROFILE["profile"]},
+    "09_explorer": {
+        **_PROFILE, "criterion": Rule(str, choices=_CRITERIA), "composite": Rule(str, choices=tuple(COMPOSITES)),
+        "allocation": Rule(str, choices=tuple(ALLOCATIONS)), "kind": Rule(str, choices=("filters", "weights")),
+        "amount": fraction(), "ref_per_class": positive(int, optional=True)},
 }
 """Notebook (file name without ``.ipynb``) -> parameter name -> rule."""
 

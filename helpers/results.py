@@ -120,6 +120,11 @@ def findings(t: dict[str, pd.DataFrame]) -> list[str]:
     return out
 
 
+def findings_markdown(lines: list[str]) -> str:
+    """The findings as notebook 08 shows them: a Markdown list and the pointer to notebook 09."""
+    return sentences.markdown(lines, "08")
+
+
 REPORT_FIGURES = {"results_pareto": "accuracy against size and latency",
                   "unstructured_accuracy_vs_sparsity": "unstructured pruning, per criterion",
                   "structured_accuracy_vs_filters": "filter pruning, per criterion",

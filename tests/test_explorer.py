@@ -1,0 +1,79 @@
+"""The explorer of notebook 09 as plain functions: a change of the amount changes the network
+and its accuracy; a choice it cannot show is a clear message, in the widget too."""
+import matplotlib
+import pytest
+
+from helpers import config, data, explorer, models, training
+
+matplotlib.use("Agg")
+
+
+@pytest.fixture(scope="module")
+def ex(tmp_path_factory):
+    p = config.get_profile("smoke")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(config.ARTIFACTS_ENV, str(tmp_path_factory.mktemp("art")))
+        d = data.load_data(p)
+    model = models.create_model(p)
+    training.fit(model, d, p, tmp_path_factory.mktemp("fit") / "s.pt", models.spec_for(p))
+    return explorer.setup(model.eval(), d, p, val_images=100, images=2)
+
+
+def test_a_larger_fraction_keeps_fewer_filters_and_changes_the_accuracy(ex):
+    small = explorer.view(ex, "weight", "epsilon_plus_flat", "global", "filters", 0.1)
+    large = explorer.view(ex, "weight", "epsilon_plus_flat", "global", "filters", 0.6)
+    assert (large["kept"]["kept"] <= small["kept"]["kept"]).all() and large["kept"]["kept"].sum() < small["kept"]["kept"].sum()
+    assert large["parameters"] < small["parameters"] and large["flops"] < small["flops"]
+    assert (large["val_acc"], large["val_acc_recal"]) != (small["val_acc"], small["val_acc_recal"])
+    assert large["after"].shape == ex.before.shape and large["seconds"] > 0
+    assert "fewer" in explorer.summary(ex, large)
+
+
+def test_weights_keep_every_filter_and_scores_are_computed_once(ex, monkeypatch):
+    v = explorer.view(ex, "lrp", "epsilon_plus_flat", "global", "weights", 0.5)
+    assert (v["kept"]["kept"] == v["kept"]["original"]).all()
+    calls = []
+    monkeypatch.setattr(explorer.criteria, "compute_scores", lambda *a, **k: calls.append(1))
+    explorer.view(ex, "lrp", "epsilon_plus_flat", "uniform", "filters", 0.3)
+    assert calls == []  # cached
+
+
+@pytest.mark.parametrize("choice, says", [
+    (("lrp", "epsilon_plus_flat", "report", "weights", 0.5), "applies to filters only"),
+    (("lrp", "epsilon_plus_flat", "global", "filters", 1.2), r"must lie in \[0, 1\)"),
+    (("lrp", "no_such_composite", "global", "filters", 0.2), "no_such_composite"),
+    (("magic", "epsilon_plus_flat", "global", "filters", 0.2), "unknown criterion 'magic'"),
+])
+def test_a_choice_it_cannot_show_is_a_clear_error(ex, choice, says):
+    with pytest.raises(explorer.ExplorerError, match=says):
+        explorer.view(ex, *choice)
+
+
+def test_widgets_redraw_on_change_and_print_the_reason_for_a_bad_choice(ex, monkeypatch, capsys):
+    shown = []
+    monkeypatch.setattr(explorer, "view", lambda ex_, **k: shown.append(k) or (_ for _ in ()).throw(
+        explorer.ExplorerError("nothing to see")))
+    box = explorer.controls(ex, "weight", "epsilon_plus_flat", "global", "filters", 0.3)
+    box.pick["amount"].value = 0.5
+    assert [s["amount"] for s in shown] == [0.3, 0.5]  # drawn once, redrawn on the change
+    assert capsys.readouterr().out.count("cannot show this choice: nothing to see") == 2  # a message, no traceback
+
+
+def test_browser_check_works_on_a_copy_with_autosave_off():
+    import json
+    from helpers import browser_check
+    root = browser_check.workspace()
+    try:
+        assert (root / "09_explorer.ipynb").read_bytes() == (config.REPO_ROOT / browser_check.NOTEBOOK).read_bytes()
+        docs = root / "settings" / "@jupyterlab/docmanager-extension/plugin.jupyterlab-settings"
+        assert json.loads(docs.read_text()) == {"autosave": False}  # nothing is ever written back
+    finally:
+        import shutil
+        shutil.rmtree(root)
+
+
+def test_browser_check_without_chromium_says_what_to_install(monkeypatch):
+    from helpers import browser_check
+    monkeypatch.setattr(browser_check.shutil, "which", lambda name: None)
+    with pytest.raises(browser_check.BrowserCheckError, match="apt-get install chromium chromium-driver"):
+        browser_check.browser()
