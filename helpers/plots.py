@@ -68,6 +68,8 @@ def training_curves(history: pd.DataFrame, title: str = ""):
     g = sns.relplot(data=long, x="epoch", y="value", hue="split", col="metric", kind="line",
                     marker="o", facet_kws={"sharey": False}, height=3.2, aspect=1.3)
     g.set_titles("{col_name}")
+    for ax, name in zip(g.axes.flat, g.col_names):
+        ax.set_ylabel(name)
     if title:
         g.figure.suptitle(title, y=1.03)
     return g.figure
@@ -95,27 +97,36 @@ def correlation_heatmap(corr: pd.DataFrame, title: str = ""):
 
 
 def relevance_heatmaps(images: torch.Tensor, relevance: torch.Tensor, titles: list[str], ncols: int = 8):
-    """Images (N, 3, H, W) in [0, 1] above their LRP heatmaps (N, H, W), red = for the class."""
+    """Images (N, 3, H, W) in [0, 1] above their LRP heatmaps (N, H, W), each map divided by its
+    largest magnitude: red is evidence for the true class, blue against it (one colour bar).
+    Each image-and-map pair is a block, with space between blocks."""
     n = len(images)
     rows = (n + ncols - 1) // ncols
-    fig, axes = plt.subplots(2 * rows, ncols, figsize=(1.6 * ncols, 3.4 * rows), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
+    fig = plt.figure(figsize=(1.7 * ncols + 0.8, 3.9 * rows))
+    outer = fig.add_gridspec(rows, 2, width_ratios=[ncols, 0.15], hspace=0.35, wspace=0.05)
+    shown = None
     for i in range(n):
-        r, c = 2 * (i // ncols), i % ncols
-        axes[r, c].imshow(images[i].permute(1, 2, 0).numpy())
-        axes[r, c].set_title(titles[i], fontsize=7)
+        block = outer[i // ncols, 0].subgridspec(2, ncols, hspace=0.05)
+        top, bottom = fig.add_subplot(block[0, i % ncols]), fig.add_subplot(block[1, i % ncols])
+        top.imshow(images[i].permute(1, 2, 0).numpy())
+        top.set_title(titles[i], fontsize=8)
         lim = float(relevance[i].abs().max()) or 1.0
-        axes[r + 1, c].imshow(relevance[i].numpy(), cmap="bwr", vmin=-lim, vmax=lim)
-    fig.tight_layout()
+        shown = bottom.imshow(relevance[i].numpy() / lim, cmap="bwr", vmin=-1, vmax=1)
+        top.axis("off")
+        bottom.axis("off")
+    if shown is not None:
+        fig.colorbar(shown, cax=fig.add_subplot(outer[:, 1]), label="relevance / largest magnitude")
     return fig
 
 
 def accuracy_curves(df: pd.DataFrame, x: str, y: str = "val_acc", hue: str = "criterion",
-                    xlabel: str = "", title: str = "", baseline: float | None = None):
-    """One line per ``hue`` value: accuracy against a compression axis."""
+                    xlabel: str = "", title: str = "", baseline: float | None = None, style: str | None = None):
+    """One line per ``hue`` value (and per ``style`` value: e.g. as pruned / recalibrated,
+    drawn solid and dashed): accuracy against a compression axis. No bands: every point is
+    one measurement."""
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    sns.lineplot(data=df, x=x, y=y, hue=hue, style=hue, markers=True, dashes=False, ax=ax)
+    sns.lineplot(data=df, x=x, y=y, hue=hue, style=style or hue, markers=True, dashes=style is not None,
+                 errorbar=None, ax=ax)
     if baseline is not None:
         ax.axhline(baseline, color="grey", ls=":", lw=1, label="baseline")
     ax.set_xlabel(xlabel or x)
@@ -132,6 +143,8 @@ def per_layer(df: pd.DataFrame, y: str, ylabel: str, title: str = ""):
     ax.tick_params(axis="x", rotation=90, labelsize=8)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
+    ax.legend(fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left")  # beside the data, not on it
+    fig.tight_layout()
     return fig
 
 
@@ -178,17 +191,35 @@ def headline(points: pd.DataFrame, baseline_acc: float, max_drop: float = 1.0):
 
 
 def pareto(points: pd.DataFrame):
-    """Test accuracy against size on disk and against batch-1 latency, one marker per model."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    """Test accuracy against size on disk and against batch-1 latency: colour by criterion,
+    marker by stage (baseline, pruned + fine-tuned, quantized), and the Pareto front (no other
+    model is both smaller or faster and more accurate) as a step line."""
+    d0 = points.assign(criterion=points["model"].str.split(" ").str[0].replace({"best": "lrp"}),
+                       stage=points["model"].map(_stage))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.4), sharey=True)
     for ax, col, label in zip(axes, ("size_MB", "latency_b1_ms"), ("size on disk (MB)", "latency, batch 1 (ms)")):
-        d = points.dropna(subset=[col])
-        sns.scatterplot(data=d, x=col, y="test_acc", hue="model", s=70, ax=ax, legend=ax is axes[-1])
+        d = d0.dropna(subset=[col])
+        sns.scatterplot(data=d, x=col, y="test_acc", hue="criterion", style="stage", s=90, ax=ax,
+                        legend=ax is axes[-1])
+        front = _front(d, col)
+        ax.step(front[col], front["test_acc"], where="post", color="black", lw=1, ls="--", label="Pareto front")
         _log_x(ax, d[col])
-        ax.set_xlabel(label)
+        ax.set_xlabel(label + (", log scale" if ax.get_xscale() == "log" else ""))
         ax.set_ylabel("test accuracy (%)")
-    axes[-1].legend(fontsize=7, bbox_to_anchor=(1.02, 1), loc="upper left")
+    axes[-1].legend(fontsize=9, bbox_to_anchor=(1.02, 1), loc="upper left")
     fig.tight_layout()
     return fig
+
+
+def _stage(model: str) -> str:
+    quantized = any(k in model for k in ("int8", "bf16", "fp16"))
+    return "baseline" if model == "baseline" else "quantized" if quantized else "pruned + fine-tuned"
+
+
+def _front(d: pd.DataFrame, col: str) -> pd.DataFrame:
+    """The points no other point beats on both ``col`` (lower) and test accuracy (higher)."""
+    d = d.sort_values([col, "test_acc"], ascending=[True, False])
+    return d[d["test_acc"] > d["test_acc"].cummax().shift(fill_value=-1.0)]
 
 
 def lowdata_curves(rows: pd.DataFrame, kind: str, xlabel: str):
