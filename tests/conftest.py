@@ -1,6 +1,6 @@
 import pytest
 
-from helpers import config, data
+from helpers import config, data, models, training
 
 
 @pytest.fixture(autouse=True)
@@ -31,3 +31,16 @@ def staged_cifar():
     """The staged real CIFAR-100 when $LRP_DATA_DIR points at it, else None."""
     root = data.data_root()
     return root / data.FOLDER if (root / data.FOLDER / "train").exists() else None
+
+
+@pytest.fixture(scope="module")
+def trained_smoke(tmp_path_factory):
+    """The smoke profile, its data and a model trained for its five quick epochs: well above
+    chance, since the divergence guard stops fine-tuning runs that are still at chance."""
+    p = config.get_profile("smoke")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(config.ARTIFACTS_ENV, str(tmp_path_factory.mktemp("art")))
+        d = data.load_data(p)
+    model = models.create_model(p)
+    training.fit(model, d, p, tmp_path_factory.mktemp("fit") / "s.pt", models.spec_for(p))
+    return p, d, model.eval()

@@ -3,20 +3,15 @@ and its accuracy; a choice it cannot show is a clear message, in the widget too.
 import matplotlib
 import pytest
 
-from helpers import config, data, explorer, models, training
+from helpers import config, explorer
 
 matplotlib.use("Agg")
 
 
 @pytest.fixture(scope="module")
-def ex(tmp_path_factory):
-    p = config.get_profile("smoke")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(config.ARTIFACTS_ENV, str(tmp_path_factory.mktemp("art")))
-        d = data.load_data(p)
-    model = models.create_model(p)
-    training.fit(model, d, p, tmp_path_factory.mktemp("fit") / "s.pt", models.spec_for(p))
-    return explorer.setup(model.eval(), d, p, val_images=100, images=2)
+def ex(trained_smoke):
+    p, d, model = trained_smoke
+    return explorer.setup(model, d, p, val_images=100, images=2)
 
 
 def test_a_larger_fraction_keeps_fewer_filters_and_changes_the_accuracy(ex):

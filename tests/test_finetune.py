@@ -2,20 +2,12 @@ import pandas as pd
 import pytest
 import torch
 
-from helpers import config, criteria, data, finetune, models, pruning, recipe, training
+from helpers import criteria, data, finetune, pruning, recipe
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A smoke-profile model trained for its five quick epochs (well above chance: the
-    divergence guard stops fine-tuning runs still at chance), and its data."""
-    p = config.get_profile("smoke")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(config.ARTIFACTS_ENV, str(tmp_path_factory.mktemp("art")))
-        d = data.load_data(p)
-    model = models.create_model(p)
-    training.fit(model, d, p, tmp_path_factory.mktemp("fit") / "s.pt", models.spec_for(p))
-    return p, d, model.eval()
+def trained(trained_smoke):
+    return trained_smoke
 
 
 def test_iteration_targets():

@@ -10,15 +10,10 @@ from helpers import checkpoint, config, criteria, data, headline, models, prunin
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A smoke-profile model trained for its five quick epochs (well above chance), and its data."""
-    p = config.get_profile("smoke")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(config.ARTIFACTS_ENV, str(tmp_path_factory.mktemp("art")))
-        d = data.load_data(p)
-    model = models.create_model(p)
-    training.fit(model, d, p, tmp_path_factory.mktemp("fit") / "s.pt", models.spec_for(p))
-    return recipe.apply(p, {"lr": 0.02, "kd_alpha": 0.0}), d, model.eval()
+def trained(trained_smoke):
+    """The smoke model (conftest) with a fine-tuning recipe."""
+    p, d, model = trained_smoke
+    return recipe.apply(p, {"lr": 0.02, "kd_alpha": 0.0}), d, model
 
 
 def _scores(model, d, p, seed, folder):
