@@ -42,7 +42,7 @@ PUBLISHED = sorted((config.FIGURES_ROOT / "cpu" / "notebooks").glob("[0-9][0-9]_
 # Published by the cpu run made before the runner cleaned its outputs; 01, 05 and 06 have been
 # republished clean since, 02-04, 07 and 08 wait for their rerun (strict: a notebook that is already clean
 # fails here until it is removed from the set).
-STALE = {"02_relevance", "03_unstructured_pruning", "04_structured_pruning", "06_fine_tuning", "07_quantization",
+STALE = {"02_relevance", "03_unstructured_pruning", "04_structured_pruning", "07_quantization",
          "08_results"}
 
 
