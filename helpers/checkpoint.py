@@ -1,7 +1,9 @@
 """Self-describing checkpoints, written atomically and read with ``weights_only=True``."""
 from __future__ import annotations
 
+import io
 import json
+import lzma
 import os
 import tempfile
 from pathlib import Path
@@ -62,7 +64,8 @@ def save_text(text: str, path: Path) -> Path:
 
 
 def load(path: Path, kind: str | None = None, hint: str = "") -> dict:
-    """Load a file written by :func:`save`; check its ``kind`` entry when given.
+    """Load a file written by :func:`save`, or the same file LZMA-compressed (``.xz``, decompressed
+    in memory); check its ``kind`` entry when given.
 
     ``hint`` says how to make the file if it is missing (e.g. "run 01_baseline_training first").
     """
@@ -70,7 +73,8 @@ def load(path: Path, kind: str | None = None, hint: str = "") -> dict:
     if not path.exists():
         raise CheckpointError(f"{path} does not exist" + (f": {hint}" if hint else ""))
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        source = io.BytesIO(lzma.decompress(path.read_bytes())) if path.suffix == ".xz" else path
+        obj = torch.load(source, map_location="cpu", weights_only=True)
     except Exception as err:
         raise CheckpointError(f"{path} is truncated or corrupt and cannot be read "
                               f"({type(err).__name__}); delete it and re-create it"

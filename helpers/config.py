@@ -62,6 +62,8 @@ class Profile:
     recipe_fraction: float = 0.3       # the recipe is chosen on LRP's network at this fraction of filters removed
     headline_fractions: tuple = (0.15, 0.3)  # compute route: fractions of filters removed
     headline_sparsities: tuple = (0.7, 0.8)  # size route: global weight sparsities
+    report_sparsity: float = 0.8       # the report's allocation: weights pruned globally to this sparsity ...
+    report_margin: float = 0.01        # ... and each layer's sparsity minus this is its fraction of filters removed
     iterative_step: float = 0.05       # fraction of the original filters removed per iterative step
     ref_per_class: int = 10            # reference (training) images per class for data-driven scores
     compile_quantized: bool = True     # run quantized models through torch.compile (int8 kernels)
@@ -151,6 +153,9 @@ def validate(p: Profile) -> None:
         raise ValueError(f"profile parameter 'iterative_step' must be <= 1, got {p.iterative_step}")
     if p.warmup >= 1:
         raise ValueError(f"profile parameter 'warmup' must be < 1, got {p.warmup}")
+    if not 0 < p.report_sparsity <= 1 or not 0 <= p.report_margin < 1:
+        raise ValueError(f"profile parameters 'report_sparsity' (in (0, 1]) and 'report_margin' (in [0, 1)) "
+                         f"got {p.report_sparsity} and {p.report_margin}")
     if not 0 < p.recipe_fraction < 1:
         raise ValueError(f"profile parameter 'recipe_fraction' must lie in (0, 1), got {p.recipe_fraction}")
     if p.kd_alpha > 1:

@@ -89,17 +89,20 @@ SCHEDULES = {  # name -> (pruned model, baseline, its file info, criterion, ...)
 
 
 def run_schedule(schedule: str, name: str, seed: int, pruned: nn.Module, info: dict, baseline: nn.Module,
-                 d: Data, ref: Split, ft: config.Profile, p: config.Profile, steps: int) -> tuple[dict, pd.DataFrame]:
+                 d: Data, ref: Split, ft: config.Profile, p: config.Profile, steps: int,
+                 recipe_folder: str) -> tuple[dict, pd.DataFrame]:
     """Fine-tune criterion ``name``'s pruned model (``info``: its file's metadata) by ``schedule``
     (one of :data:`SCHEDULES`) with the fine-tuning profile ``ft`` and ``seed`` (data order;
     ``ref``, the seed's reference images, rescores the iterative steps), save the selected
-    model to its artifact ``<name>_<schedule>_s<seed>`` and return its summary row and
-    validation curve (resumable)."""
+    model to its artifact ``<recipe_folder>/report_<name>_<schedule>_s<seed>`` (inside the
+    recipe's folder, so a run made with another recipe is never resumed) and return its summary
+    row (``run``: that artifact's name) and validation curve (resumable)."""
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
-    folder = artifacts.finetuned(p, f"{name}_{schedule}_s{seed}").path
+    run = f"{recipe_folder}/report_{name}_{schedule}_s{seed}"
+    folder = artifacts.finetuned(p, run).path
     ft = dataclasses.replace(ft, seed=seed)
-    row = {"criterion": name, "schedule": schedule, "seed": seed}
+    row = {"criterion": name, "schedule": schedule, "seed": seed, "run": run}
     try:
         model, history = SCHEDULES[schedule](copy.deepcopy(pruned), baseline, info, name, d, ref, ft, folder,
                                              steps, p.iterative_step)
@@ -113,12 +116,12 @@ def run_schedule(schedule: str, name: str, seed: int, pruned: nn.Module, info: d
 
 def best_run(runs: pd.DataFrame, criterion: str = "lrp") -> str:
     """The fine-tuned run of ``criterion`` with the best validation accuracy (never test):
-    its artifact name ``<criterion>_<schedule>_s<seed>``."""
+    its artifact name (the ``run`` column of :func:`run_schedule`'s rows)."""
     mine = runs[(runs["criterion"] == criterion) & (runs["status"] == "ok")]
     if mine.empty:
         raise ValueError(f"no fine-tuned run of {criterion!r}; runs: {sorted(set(runs['criterion']))}")
     best = mine.loc[mine["best_val_acc"].idxmax()]
-    return f"{best['criterion']}_{best['schedule']}_s{int(best['seed'])}"
+    return best["run"]
 
 
 def summary(model: nn.Module, history: pd.DataFrame, d: Data, p: config.Profile, original: nn.Module) -> dict:

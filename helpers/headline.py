@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from . import stats
+from . import stats, tables
 
 COLUMNS = ["route", "criterion", "n_seeds", "filters_removed_or_sparsity", "compression_x", "flops_x",
            "test_acc_mean", "test_acc_std", "drop_points", "val_acc_mean"]
@@ -116,9 +116,6 @@ def _pair_sentences(pairs: pd.DataFrame, head: pd.DataFrame) -> list[str]:
 
 def section(head: pd.DataFrame, pairs: pd.DataFrame, lines: list[str], base: dict, p) -> str:
     """REPORT.md's headline section (notebook 06 writes it; the README block leads with it)."""
-    fmt = head.copy()
-    for col in fmt.columns[fmt.dtypes == float]:
-        fmt[col] = fmt[col].map(lambda v: "" if pd.isna(v) else f"{v:.2f}")
     cols = ["route", "point", "criterion", "n", "mean", "low", "high", "resolved", "seeds_needed"]
     return "\n".join([
         "## Headline: the largest compression within 1 point of the baseline", "",
@@ -126,12 +123,12 @@ def section(head: pd.DataFrame, pairs: pd.DataFrame, lines: list[str], base: dic
         f"{int(base['parameters']):,} parameters, {base['size_MB']:.2f} MB. Every fine-tuned run: "
         f"{p.finetune_epochs:g} epochs of optimizer steps with the recipe chosen on validation; "
         f"{p.seeds} seeds per point. The point is located on validation accuracy (mean over seeds), the "
-        "table reports test accuracy there. `compression_x`: file size (int8, sparse, LZMA) on the size "
-        "and combined routes, parameters on the compute route. Empty: no point tried stays within 1 point.",
-        "", fmt.to_markdown(index=False), "",
+        "table reports test accuracy there. Compression: file size (int8, sparse, LZMA) on the size "
+        "and combined routes, parameters on the compute route. A dash: no point tried stays within 1 point.",
+        "", tables.markdown(head), "",
         "![accuracy against compression, per route](headline.png)", "",
         "LRP minus each criterion, test accuracy, paired by seed (95 % interval):", "",
-        pairs.reindex(columns=cols).round(2).to_markdown(index=False) if len(pairs) else "(none)", "",
+        tables.markdown(pairs.reindex(columns=cols)) if len(pairs) else "(none)", "",
         *[f"- {line}" for line in lines]])
 
 

@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from . import artifacts, checkpoint, composites, config, progress, pruning, stats
+from . import artifacts, checkpoint, composites, config, progress, pruning, stats, tables
 from .criteria import compute_scores, nested_scores
 from .data import Data, Split, batches, class_balanced_sample, stratified_split
 from .scores import fingerprint
@@ -407,7 +407,7 @@ def report_section(summary: pd.DataFrame, pairs: pd.DataFrame, searched: str, te
         for bn in (False, True):
             if ((summary["kind"] == kind) & (summary["bn_recalibrated"] == bn)).any():
                 where = "after BatchNorm recalibration" if bn else "as pruned"
-                lines += [f"**{kind}, {where}**", "", auc_pivot(summary, kind, bn).to_markdown(index=False), ""]
+                lines += [f"**{kind}, {where}**", "", tables.markdown(auc_pivot(summary, kind, bn)), ""]
     lines += ["![AUC against reference images per class](lowdata_auc.png)", "",
               "![accuracy against the fraction of filters removed](lowdata_structured.png)", ""]
     return "\n".join(lines)

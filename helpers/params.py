@@ -115,7 +115,8 @@ NOTEBOOKS: dict[str, dict[str, Rule]] = {
         "max_sparsity": fraction(), "step": fraction(open_low=True), "chosen_sparsity": fraction()},
     "04_structured_pruning": {
         **_PROFILE, "criteria_names": Rule(list, item=str, choices=_CRITERIA),
-        "sparsity": fraction(), "margin": fraction(), "alloc_weight_criterion": Rule(str, choices=_CRITERIA),
+        "report_sparsity": fraction(open_low=True, **_OVERRIDE), "report_margin": fraction(**_OVERRIDE),
+        "alloc_weight_criterion": Rule(str, choices=_CRITERIA),
         "sweep_allocation": Rule(str, choices=tuple(ALLOCATIONS)),
         "sweep_ratios": Rule(list, item=float, low=0, high=1, open_low=True, open_high=True),
         "full_width_benchmark": Rule(bool, optional=True)},
@@ -127,7 +128,7 @@ NOTEBOOKS: dict[str, dict[str, Rule]] = {
     "06_fine_tuning": {
         **_PROFILE, "criteria_names": Rule(list, item=str, choices=_CRITERIA),
         "routes_run": Rule(list, item=str, choices=ROUTES), "report_point": Rule(bool),
-        "report_sparsity": fraction(open_low=True), "schedules": Rule(list, item=str, choices=tuple(SCHEDULES)),
+        "report_sparsity": fraction(open_low=True, **_OVERRIDE), "schedules": Rule(list, item=str, choices=tuple(SCHEDULES)),
         "finetune_epochs": positive(float, **_OVERRIDE), "seeds": positive(int, **_OVERRIDE),
         "iterative_step": fraction(open_low=True, open_high=False, **_OVERRIDE),
         "ref_per_class": positive(int, optional=True)},

@@ -180,11 +180,6 @@ def save_sparse(qmodel: torch.fx.GraphModule, spec: dict, path: Path) -> dict:
 
 def load_sparse(path: Path, example: torch.Tensor) -> tuple[torch.fx.GraphModule, dict]:
     """Rebuild a model saved by :func:`save_sparse` (its ``.pt`` or its ``.pt.xz``)."""
-    path = Path(path)
-    if path.suffix == ".xz":
-        plain_copy = path.with_name(path.name.removesuffix(".xz") + ".unpacked")
-        checkpoint.atomic_write(plain_copy, lambda tmp: tmp.write_bytes(lzma.decompress(path.read_bytes())))
-        path = plain_copy
     obj = checkpoint.load(path, kind="quantized_sparse")
     dense = pruning.dense_state(unpack(obj["state"]))
     return _rebuild(obj, dense, example, path), obj

@@ -40,8 +40,8 @@ def latencies(p: config.Profile, runs: pd.DataFrame) -> pd.DataFrame:
     baseline, _ = load_artifact(artifacts.baseline(p))
     rows = [{"criterion": "baseline", "schedule": "", **measure.latency_pair(baseline, p.input_size)}]
     ok = runs[runs["status"] == "ok"]
-    for _, r in ok.groupby(["criterion", "schedule"], sort=False, as_index=False)["seed"].min().iterrows():
-        model, _ = load_artifact(artifacts.finetuned_model(p, f"{r.criterion}_{r.schedule}_s{r.seed}"))
+    for r in ok.sort_values("seed", kind="stable").drop_duplicates(["criterion", "schedule"]).itertuples():
+        model, _ = load_artifact(artifacts.finetuned_model(p, r.run))
         rows.append({"criterion": r.criterion, "schedule": r.schedule, **measure.latency_pair(model, p.input_size)})
     return pd.DataFrame(rows)
 

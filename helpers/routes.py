@@ -64,32 +64,53 @@ def masked(model: nn.Module, s: dict, sparsity: float, p: config.Profile) -> nn.
 PREPARE = {"compute": structured, "size": masked, "combined": masked}
 
 
+def _prune_and_fit(name: str, start: nn.Module, s: dict, point: float, route: str, d: Data, p: config.Profile,
+                   out: Path, steps: int, teacher: nn.Module | None, label: str):
+    """One-shot: prune ``start`` by ``route`` at ``point`` and fine-tune ``steps`` steps."""
+    model = PREPARE[route](start, s, point, p)
+    history = fit(model, d, p, out / "train_state.pt", models.spec_of(model, p.arch),
+                  max_steps=steps, teacher=teacher, guard=label)
+    return model, history
+
+
+def _iterate(name: str, start: nn.Module, s: dict, point: float, route: str, d: Data, p: config.Profile,
+             out: Path, steps: int, teacher: nn.Module | None, label: str):
+    """Iterative (Yeom et al. 2021; :func:`helpers.finetune.iterative`): ``p.iterative_step`` of the
+    filters per round, rescored on the seed's reference images, the same ``steps`` in total."""
+    return finetune.iterative(start, d, reference(d, p, p.seed), p, out, name, point, p.iterative_step,
+                              steps, p.arch, teacher=teacher)
+
+
+TRAIN = {"compute": _prune_and_fit, "size": _prune_and_fit, "combined": _prune_and_fit, "iterative": _iterate}
+
+
 def run(route: str, name: str, point: float, seed: int, start: nn.Module, s: dict, d: Data,
         p: config.Profile, folder: Path, steps: int, baseline: nn.Module, tag: str = "") -> dict:
     """One fine-tuned run: prune ``start`` by ``route`` at ``point`` (fraction of filters, or
-    sparsity) with criterion ``name``'s scores ``s``, fine-tune ``steps`` optimizer steps with
-    the recipe in ``p`` (distilling from ``baseline`` when ``p.kd_alpha > 0``), measure it.
-    ``tag`` tells apart runs that start from different models (the combined route's fraction)."""
-    if route not in PREPARE:
-        raise ValueError(f"unknown route {route!r}; valid: {', '.join(ROUTES)}")
+    sparsity) with criterion ``name``'s scores ``s`` (one-shot; the iterative route prunes in
+    rounds and rescores), fine-tune ``steps`` optimizer steps with the recipe in ``p``
+    (distilling from ``baseline`` when ``p.kd_alpha > 0``), measure it; resumable, and a
+    finished run is read back. ``tag`` tells apart runs that start from different models (the
+    combined route's fraction)."""
+    if route not in TRAIN:
+        raise ValueError(f"unknown route {route!r}; valid: {', '.join(TRAIN)}")
     out = Path(folder) / f"{route}{tag}_{name}_{point:g}_s{seed}"
     if (out / "result.json").exists():
         return _finished(out / "result.json", p, steps)
     label = f"{route} route{tag and ' ' + tag}, {name}, {point:g}, seed {seed}"
     progress.line(f"fine-tuning: {label}")
-    q = dataclasses.replace(p, seed=seed)
     config.seed_everything(seed)
-    model = PREPARE[route](start, s, point, p)
     row = {"route": route, "criterion": name, "point": point, "seed": seed,
            "lr": p.lr, "kd_alpha": p.kd_alpha, "steps": steps}
     try:
-        history = fit(model, d, q, out / "train_state.pt", models.spec_of(model, p.arch),
-                      max_steps=steps, teacher=baseline if p.kd_alpha > 0 else None, guard=label)
+        model, history = TRAIN[route](name, start, s, point, route, d, dataclasses.replace(p, seed=seed), out,
+                                      steps, baseline if p.kd_alpha > 0 else None, label)
     except DivergenceError as err:
         row.update(status="diverged", error=str(err))
         checkpoint.save_json(row, out / "result.json")
         return row
-    known = {"val": float(history["val_acc"].max())} if route == "compute" else {}  # int8: measured anew
+    last = history[history["stage"] == history["stage"].max()] if "stage" in history else history
+    known = {"val": float(last["val_acc"].max())} if MEASURE[route] is measure_compute else {}  # int8: measured anew
     row.update(status="ok", train_s=float(history["epoch_s"].sum()), **MEASURE[route](model, d, p, baseline, out, **known))
     checkpoint.save_json(row, out / "result.json")
     return row
@@ -137,7 +158,7 @@ def _finished(path: Path, p: config.Profile, steps: int) -> dict:
     return row
 
 
-MEASURE = {"compute": measure_compute, "size": measure_size, "combined": measure_size}
+MEASURE = {"compute": measure_compute, "size": measure_size, "combined": measure_size, "iterative": measure_compute}
 
 
 def _accuracy(qmodel: nn.Module, split: Split, p: config.Profile) -> float:
@@ -181,29 +202,10 @@ def combined(names: list[str], fractions: dict[str, float], sparsities: dict[str
 
 def iterative(names: list[str], fraction: float, seeds: list[int], d: Data, p: config.Profile, folder: Path,
               steps: int, baseline: nn.Module) -> pd.DataFrame:
-    """Iterative pruning (Yeom et al. 2021; :func:`helpers.finetune.iterative`) to ``fraction``
-    of the filters, on the same budget and recipe as the compute route's one-shot runs, for
-    every criterion and seed (each seed's reference images rescore every step)."""
-    rows = []
-    for seed in seeds:
-        for name in names:
-            out = Path(folder) / f"iterative_{name}_{fraction:g}_s{seed}"
-            if (out / "result.json").exists():
-                rows.append(_finished(out / "result.json", p, steps))
-                continue
-            row = {"route": "iterative", "criterion": name, "point": fraction, "seed": seed,
-                   "lr": p.lr, "kd_alpha": p.kd_alpha, "steps": steps}
-            try:
-                model, history = finetune.iterative(baseline, d, reference(d, p, seed), dataclasses.replace(p, seed=seed),
-                                                    out, name, fraction, p.iterative_step, steps, p.arch, teacher=baseline)
-                last = history[history["stage"] == history["stage"].max()]
-                row.update(status="ok", train_s=float(history["epoch_s"].sum()),
-                           **measure_compute(model, d, p, baseline, out, val=float(last["val_acc"].max())))
-            except DivergenceError as err:
-                row.update(status="diverged", error=str(err))
-            checkpoint.save_json(row, out / "result.json")
-            rows.append(row)
-    return pd.DataFrame(rows)
+    """Iterative pruning to ``fraction`` of the filters, on the same budget and recipe as the
+    compute route's one-shot runs, for every criterion and seed."""
+    return pd.DataFrame([run("iterative", name, fraction, seed, baseline, {}, d, p, folder, steps, baseline)
+                         for seed in seeds for name in names])
 
 
 def compute_model(folder: Path, name: str, fraction: float, seed: int) -> nn.Module:

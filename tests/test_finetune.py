@@ -53,7 +53,8 @@ def test_best_run_is_chosen_on_validation_never_test():
                          {"criterion": "lrp", "schedule": "oneshot", "seed": 1, "status": "ok", "best_val_acc": 51.0, "test_acc": 10.0},
                          {"criterion": "lrp", "schedule": "oneshot", "seed": 2, "status": "diverged", "best_val_acc": 80.0, "test_acc": 1.0},
                          {"criterion": "weight", "schedule": "oneshot", "seed": 0, "status": "ok", "best_val_acc": 99.0, "test_acc": 99.0}])
-    assert finetune.best_run(runs, "lrp") == "lrp_oneshot_s1"  # a diverged run is never chosen
-    assert finetune.best_run(runs.drop(columns="test_acc"), "lrp") == "lrp_oneshot_s1"  # test never read
+    runs["run"] = [f"r/report_{c}_{s}_s{n}" for c, s, n in zip(runs["criterion"], runs["schedule"], runs["seed"])]
+    assert finetune.best_run(runs, "lrp") == "r/report_lrp_oneshot_s1"  # a diverged run is never chosen
+    assert finetune.best_run(runs.drop(columns="test_acc"), "lrp") == "r/report_lrp_oneshot_s1"  # test never read
     with pytest.raises(ValueError, match="no fine-tuned run of 'taylor'"):
         finetune.best_run(runs, "taylor")
