@@ -127,15 +127,12 @@ def best_run(runs: pd.DataFrame, criterion: str = "lrp") -> str:
 def summary(model: nn.Module, history: pd.DataFrame, d: Data, p: config.Profile, original: nn.Module) -> dict:
     """Test accuracy and loss of the selected checkpoint, its cost and its reduction factors."""
     test = evaluate(model, d.test, p.eval_batch_size, p.input_size)
-    params, flops = measure.parameters(model), measure.flops(model, p.input_size)
     last = history[history["stage"] == history["stage"].max()] if len(history) else history
     return {"best_val_acc": last["val_acc"].max() if len(last) else float("nan"),
             "test_acc": test["acc"], "test_loss": test["loss"],
             "steps": int(history["steps"].sum()) if len(history) else 0,
             "filters_removed": pruning.filters_removed(original, pruning.kept_filters(model)),
-            "parameters": params, "flops": flops, "size_MB": measure.size_on_disk(model)["MB"],
-            "params_reduction": measure.parameters(original) / params,
-            "flops_reduction": measure.flops(original, p.input_size) / flops}
+            **measure.cost(model, p.input_size, original)}
 
 
 def curve(history: pd.DataFrame) -> pd.DataFrame:

@@ -180,3 +180,21 @@ def schedules_sentence(table: pd.DataFrame, steps: int, n_steps: int) -> str:
             f"rescoring before each, so the last network it ends with gets only that share): iterative minus one-shot, "
             f"test accuracy, paired by seed (95 % interval): {parts}. Resolved: {wins}. The iterative networks keep "
             f"{params} of the one-shot ones (rescoring after each round moves the allocation between layers).")
+
+
+def report_point_sentence(results: pd.DataFrame, base_test: float) -> str:
+    """The secondary table in one sentence: test accuracy per criterion at the report's own
+    allocation (the same architecture for every criterion), mean ± std over seeds."""
+    ok = results[results["status"] == "ok"] if len(results) else results
+    if ok.empty:
+        return "The report's operating point: no run finished."
+    g = ok.groupby("criterion")["test_acc"].agg(["mean", "std", "count"]).sort_values("mean", ascending=False)
+    parts = ", ".join(f"{c} {r['mean']:.2f} ± {r['std']:.2f}" for c, r in g.iterrows())
+    drop = base_test - g["mean"].iloc[0]
+    verdict = ("far outside 1 point: the allocation made for a 138 M-parameter model does not transfer"
+               if drop > 1 else "within 1 point")
+    failed = len(results) - len(ok)
+    return (f"At the report's operating point ({ok['filters_removed'].mean():.0%} of the filters removed, the same "
+            f"network for every criterion, {int(g['count'].min())} seeds), test accuracy after fine-tuning: {parts} %; "
+            f"the best is {drop:.2f} points below the baseline's {base_test:.2f} %, {verdict}"
+            + (f"; {failed} runs diverged and are not in these means." if failed else "."))

@@ -63,6 +63,16 @@ def flops(model: nn.Module, input_size: int = 32) -> int:
     return int(counter.get_total_flops())
 
 
+def cost(model: nn.Module, input_size: int = 32, baseline: nn.Module | None = None) -> dict:
+    """The cost of ``model`` in the one vocabulary every table uses: ``parameters``, ``flops``
+    (one image), ``size_MB`` (float32 state dict); with ``baseline``, also its reduction factors
+    ``compression_x`` (parameters) and ``flops_x``."""
+    out = {"parameters": parameters(model), "flops": flops(model, input_size), "size_MB": size_on_disk(model)["MB"]}
+    if baseline is not None:
+        out.update(compression_x=parameters(baseline) / out["parameters"],
+                   flops_x=flops(baseline, input_size) / out["flops"])
+    return out
+
 def fold_batchnorm(model: nn.Module) -> nn.Module:
     """A copy of ``model`` in inference form: each BatchNorm folded into the convolution
     before it (``torch.fx`` graph rewrite), as models are deployed. Same outputs in eval mode."""

@@ -14,10 +14,10 @@ _BLOCK = re.compile(r"(<!-- results:start -->\n).*?(<!-- results:end -->)", re.S
 
 def model_metrics(model, test: dict, input_size: int) -> dict:
     """Test accuracy and loss beside parameters, FLOPs and size on disk."""
-    size = measure.size_on_disk(model)
+    cost = measure.cost(model, input_size)
     return {"test_acc": round(test["acc"], 2), "test_loss": round(test["loss"], 4),
-            "parameters": measure.parameters(model), "flops": measure.flops(model, input_size),
-            "size_MB": round(size["MB"], 3), "size_MiB": round(size["MiB"], 3)}
+            "parameters": cost["parameters"], "flops": cost["flops"], "size_MB": round(cost["size_MB"], 3),
+            "size_MiB": round(measure.size_on_disk(model)["MiB"], 3)}
 
 
 def training_metrics(history: pd.DataFrame) -> dict:

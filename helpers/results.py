@@ -108,8 +108,8 @@ def findings(t: dict[str, pd.DataFrame]) -> list[str]:
     out.append(f"At the report's operating point, fine-tuned with the chosen recipe ({int(top.steps)} optimizer steps "
                f"per run, {int(top.n_seeds)} seeds), the best is {top.criterion} ({top.schedule}) at "
                f"{top.test_acc:.2f} ± {top.test_acc_std:.2f} % test accuracy, {base.test_acc - top.test_acc:.2f} "
-               f"points below the baseline's {base.test_acc:.2f} %, with {top.params_reduction:.1f}x fewer "
-               f"parameters and {top.flops_reduction:.1f}x fewer FLOPs.")
+               f"points below the baseline's {base.test_acc:.2f} %, with {top.compression_x:.1f}x fewer "
+               f"parameters and {top.flops_x:.1f}x fewer FLOPs.")
     for sched in ("oneshot", "iterative"):
         s = ft[ft["schedule"] == sched]
         if len(s):

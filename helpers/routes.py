@@ -122,13 +122,10 @@ def measure_compute(model: nn.Module, d: Data, p: config.Profile, baseline: nn.M
     the fine-tuned structured model, its parameters, FLOPs and their reduction factors; the
     model is saved (the combined route starts from it)."""
     save_model(model, models.spec_of(model, p.arch), out / "model.pt", p)
-    params, flops = measure.parameters(model), measure.flops(model, p.input_size)
     return {"val_acc": evaluate(model, d.val, p.eval_batch_size, p.input_size)["acc"] if val is None else val,
             "test_acc": evaluate(model, d.test, p.eval_batch_size, p.input_size)["acc"],
             "filters_removed": pruning.filters_removed(baseline, pruning.kept_filters(model)),
-            "parameters": params, "flops": flops, "compression_x": measure.parameters(baseline) / params,
-            "flops_x": measure.flops(baseline, p.input_size) / flops,
-            "size_bytes": measure.size_on_disk(model)["bytes"]}
+            **measure.cost(model, p.input_size, baseline), "size_bytes": measure.size_on_disk(model)["bytes"]}
 
 
 def measure_size(model: nn.Module, d: Data, p: config.Profile, baseline: nn.Module, out: Path) -> dict:

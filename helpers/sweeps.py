@@ -62,8 +62,7 @@ def structured_point(model: nn.Module, pruned: nn.Module, d: Data, p: config.Pro
     row = {"filters_removed": pruning.filters_removed(model, pruning.kept_filters(pruned)),
            "val_acc": plain["acc"], "val_loss": plain["loss"],
            "val_acc_bn_recal": recal["acc"], "val_loss_bn_recal": recal["loss"],
-           "parameters": measure.parameters(pruned), "flops": measure.flops(pruned, p.input_size),
-           "size_MB": measure.size_on_disk(pruned)["MB"]}
+           **measure.cost(pruned, p.input_size)}
     if latency:
         row.update(measure.latency_pair(pruned, p.input_size))
     return row

@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 import torch
 
-from helpers import checkpoint, config, criteria, data, headline, models, pruning, quantization, recipe, report, routes, training
+from helpers import (checkpoint, config, criteria, data, headline, measure, models, pruning, quantization, recipe, report,
+                     routes, training)
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +83,17 @@ def test_sparse_int8_file_reloads_to_the_same_outputs(trained, tmp_path):
         again, _ = quantization.load_sparse(path, calib[0][:2])
         assert torch.equal(again(x), q(x))
     assert sizes["xz_bytes"] < sizes["sparse_bytes"]
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["q.pt", "q.pt.xz"]  # decompressed in memory
+
+
+def test_iterative_is_a_route_like_the_others(trained, tmp_path, monkeypatch):
+    p, d, model = trained
+    row = routes.run("iterative", "weight", 0.3, 0, model, {}, d, p, tmp_path, 8, model)  # rounds to 25 %, 30 %
+    assert row["status"] == "ok" and row["filters_removed"] == pytest.approx(0.3, abs=0.02), row.get("error")
+    assert row["compression_x"] == pytest.approx(measure.parameters(model) / row["parameters"])
+    monkeypatch.setattr(routes.finetune, "iterative", lambda *a, **k: pytest.fail("a finished run is read back"))
+    again = routes.run("iterative", "weight", 0.3, 0, model, {}, d, p, tmp_path, 8, model)
+    assert again["test_acc"] == row["test_acc"] and again["parameters"] == row["parameters"]
 
 
 def test_masked_fine_tuning_keeps_pruned_weights_at_zero(trained, tmp_path):
@@ -169,6 +181,17 @@ def test_schedules_table_pairs_iterative_with_the_one_shot_runs():
     table = headline.schedules(t, it, 0.2)
     assert table.iloc[0]["iterative_minus_oneshot"] == pytest.approx(1.0)
     assert "lrp 0.50x the parameters" in headline.schedules_sentence(table, 100, 4)
+
+
+def test_report_point_sentence_ranks_criteria_and_leaves_out_diverged_runs():
+    rows = pd.DataFrame([{"criterion": c, "seed": s, "status": "ok", "test_acc": a, "filters_removed": 0.7}
+                         for c, accs in (("lrp", (40.0, 42.0)), ("weight", (45.0, 44.0))) for s, a in enumerate(accs)]
+                        + [{"criterion": "taylor", "seed": 0, "status": "diverged", "test_acc": float("nan"),
+                            "filters_removed": float("nan")}])
+    text = headline.report_point_sentence(rows, 58.8)
+    assert "weight 44.50 ± 0.71, lrp 41.00 ± 1.41 %" in text  # best first
+    assert "14.30 points below" in text and "far outside 1 point" in text and "1 runs diverged" in text
+    assert "taylor" not in text.split("diverged")[0]
 
 
 def test_report_leads_with_the_headline_section(tmp_path):
