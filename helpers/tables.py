@@ -20,6 +20,8 @@ UNITS = ((re.compile(r"(^|[_ ])acc([_ ]|$)|_agreement$"), "%"), (re.compile(r"_m
          (re.compile(r"_x$|^x_|_x_"), "x"), (re.compile(r"^drop|^diff"), "points"))
 # units that say themselves in the name once the suffix is dropped
 DROP_SUFFIX = re.compile(r"_(ms|MB|x)$")
+# columns that count things: whole numbers even when a missing value made them floats
+COUNTS = re.compile(r"^(n|n_\w+|\w+_count|count|seeds?|seeds_needed|images|steps|epochs?|batch|parameters|flops|FLOPs)$")
 
 
 def header(column) -> str:
@@ -30,20 +32,22 @@ def header(column) -> str:
     return f"{text} ({unit})" if unit and unit not in text.split() else text
 
 
-def _is_count(values: pd.Series) -> bool:
-    """Integers, or floats that are all whole and large enough to be counts (a float column of
-    parameter counts with a missing value); small whole floats stay decimals, so a pivot's
-    accuracy columns are formatted alike."""
+def _is_count(values: pd.Series, name: str) -> bool:
+    """Integers; floats that are all whole in a column that counts things (a missing value makes
+    a count column float); or whole floats large enough to be counts. Small whole floats of
+    other columns stay decimals, so a pivot's accuracy columns are formatted alike."""
     if values.dtype.kind in "iu":
         return True
     present = values.dropna()
-    return len(present) > 0 and bool((present == present.round()).all()) and present.abs().max() >= 100
+    whole = len(present) > 0 and bool((present == present.round()).all())
+    return whole and (bool(COUNTS.match(name)) or present.abs().max() >= 100)
 
 
-def _format_column(values: pd.Series, digits: int, percent: bool) -> pd.Series:
+def _format_column(values: pd.Series, digits: int, column) -> pd.Series:
+    name = "_".join(str(c) for c in column if str(c)) if isinstance(column, tuple) else str(column)
     if values.dtype == bool or values.dtype.kind not in "iuf":
         return values.map(lambda v: MISSING if v is None or (isinstance(v, float) and pd.isna(v)) else str(v))
-    if _is_count(values) and not percent:
+    if _is_count(values, name) and "(%)" not in header(column):
         return values.map(lambda v: MISSING if pd.isna(v) else f"{int(v):,}")
     return values.map(lambda v: MISSING if pd.isna(v) else f"{v:,.{digits}f}")
 
@@ -63,7 +67,7 @@ def frame(df: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
     """
     flat = _flat(df)
     names = [header(c) for c in flat.columns]
-    columns = [_format_column(flat.iloc[:, i], digits, "(%)" in n) for i, n in enumerate(names)]
+    columns = [_format_column(flat.iloc[:, i], digits, c) for i, c in enumerate(flat.columns)]
     return pd.DataFrame(dict(zip(range(len(names)), columns))).set_axis(names, axis=1)
 
 

@@ -24,6 +24,8 @@ def test_counts_are_integers_and_missing_is_a_dash():
     assert list(out["parameters"]) == ["952,308", tables.MISSING]
     assert list(out["val acc (%)"]) == ["1.00", "1.00"]  # a percentage keeps its decimals: 1 %, not 100 %
     assert list(out["n"]) == ["3", "3"]
+    seeds = tables.frame(pd.DataFrame({"n_seeds": [3.0, np.nan], "acc_gain": [2.0, 3.0]}))
+    assert list(seeds["n seeds"]) == ["3", tables.MISSING] and list(seeds["acc gain (%)"]) == ["2.00", "3.00"]
 
 
 def test_small_whole_floats_stay_decimals_like_their_neighbours():
