@@ -61,6 +61,12 @@ def finetuned_model(p: config.Profile, run: str) -> Artifact:
     return Artifact(finetuned(p, run).path / "model.pt", "06_fine_tuning")
 
 
+def report_point_runs(p: config.Profile) -> Artifact:
+    """The table of notebook 06's runs at the report's operating point (one row per criterion,
+    schedule and seed, ``run`` naming each model): notebook 07 picks its model from it."""
+    return Artifact(p.artifacts / "finetuned" / "report_point_runs.csv", "06_fine_tuning")
+
+
 def quantized(p: config.Profile) -> Artifact:
     """Folder of quantized models of notebook 07."""
     return Artifact(p.artifacts / "quantized", "07_quantization")

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 from torch import nn
 
-from . import artifacts, config, criteria, measure, models, progress, pruning
+from . import artifacts, checkpoint, config, criteria, measure, models, progress, pruning
 from .data import Data, Split
 from .models import device_of
 from .training import DivergenceError, evaluate, fit, load_model, save_model, steps_per_epoch
@@ -112,6 +112,19 @@ def run_schedule(schedule: str, name: str, seed: int, pruned: nn.Module, info: d
     save_model(model, models.spec_of(model, p.arch), folder / "model.pt", p, metrics=row,
                history=history.to_dict(orient="list"))
     return row, curve(history).assign(criterion=name, schedule=schedule, seed=seed)
+
+
+def save_runs(runs: pd.DataFrame, p: config.Profile) -> None:
+    """Hand the report point's runs to notebook 07 (:func:`helpers.artifacts.report_point_runs`)."""
+    checkpoint.save_text(runs.to_csv(index=False), artifacts.report_point_runs(p).path)
+
+
+def load_runs(p: config.Profile) -> pd.DataFrame:
+    """The report point's runs saved by notebook 06."""
+    a = artifacts.report_point_runs(p)
+    if not a.exists():
+        raise checkpoint.CheckpointError(f"{a.path} does not exist: {a.hint} (with report_point true)")
+    return pd.read_csv(a.path)
 
 
 def best_run(runs: pd.DataFrame, criterion: str = "lrp") -> str:

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import artifacts, config, training
+import pandas as pd
+from helpers import artifacts, checkpoint, config, finetune, training
 
 HELPERS = Path(artifacts.__file__).parent
 
@@ -17,6 +18,7 @@ def test_every_artifact_names_its_producer(smoke):
              artifacts.pruned(p, "lrp", "global"): "run 04_structured_pruning.ipynb first",
              artifacts.lowdata(p): "run 05_low_data.ipynb first",
              artifacts.finetuned_model(p, "lrp_oneshot"): "run 06_fine_tuning.ipynb first",
+             artifacts.report_point_runs(p): "run 06_fine_tuning.ipynb first",
              artifacts.quantized(p): "run 07_quantization.ipynb first",
              artifacts.notebook_times(p): "run python -m helpers.run first"}
     for a, hint in cases.items():
@@ -26,6 +28,17 @@ def test_every_artifact_names_its_producer(smoke):
 def test_a_missing_artifact_names_the_notebook_to_run(smoke):
     with pytest.raises(Exception, match="run 04_structured_pruning.ipynb first"):
         training.load_artifact(artifacts.pruned(smoke, "lrp", "global"))
+
+
+def test_the_report_point_runs_reach_07_through_the_artifact(smoke, tmp_path, monkeypatch):
+    monkeypatch.setenv(config.ARTIFACTS_ENV, str(tmp_path))
+    p = config.get_profile("smoke")
+    with pytest.raises(checkpoint.CheckpointError, match="run 06_fine_tuning.ipynb first"):
+        finetune.load_runs(p)
+    runs = pd.DataFrame([{"criterion": "lrp", "schedule": "oneshot", "seed": 0, "status": "ok",
+                          "best_val_acc": 50.0, "run": "routes_x/report_lrp_oneshot_s0"}])
+    finetune.save_runs(runs, p)
+    assert finetune.best_run(finetune.load_runs(p), "lrp") == "routes_x/report_lrp_oneshot_s0"
 
 
 def _spells_artifact_paths(source: str) -> list[str]:
