@@ -1,4 +1,5 @@
 """A run killed mid-training, damaged files, missing upstream artifacts, bad parameters."""
+import lzma
 import os
 import signal
 import subprocess
@@ -64,6 +65,18 @@ def test_damaged_score_file_names_the_file(tmp_path):
     path.write_bytes(path.read_bytes()[:200])
     with pytest.raises(checkpoint.CheckpointError, match=f"{path} is truncated or corrupt"):
         scores.load(tmp_path, "weight", model)
+
+
+def test_compressed_checkpoint_is_read_in_memory_and_damage_is_named(tmp_path):
+    path = tmp_path / "x.pt"
+    checkpoint.save({"kind": "k", "v": torch.arange(3)}, path)
+    xz = tmp_path / "x.pt.xz"
+    xz.write_bytes(lzma.compress(path.read_bytes()))
+    assert torch.equal(checkpoint.load(xz, kind="k")["v"], torch.arange(3))
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["x.pt", "x.pt.xz"]
+    xz.write_bytes(xz.read_bytes()[:40])
+    with pytest.raises(checkpoint.CheckpointError, match=f"{xz} is truncated or corrupt"):
+        checkpoint.load(xz)
 
 
 def test_scores_of_another_model_are_refused(tmp_path):
