@@ -73,6 +73,7 @@ def cost(model: nn.Module, input_size: int = 32, baseline: nn.Module | None = No
                    flops_x=flops(baseline, input_size) / out["flops"])
     return out
 
+
 def fold_batchnorm(model: nn.Module) -> nn.Module:
     """A copy of ``model`` in inference form: each BatchNorm folded into the convolution
     before it (``torch.fx`` graph rewrite), as models are deployed. Same outputs in eval mode."""
