@@ -25,6 +25,19 @@ def test_static_int8_agrees_with_float(trained):
     assert agree["top1_agreement"] >= 90.0 and agree["cosine"] >= 0.99, agree
 
 
+def test_compiled_int8_lowers_to_int8_kernels_and_agrees(trained, recwarn, caplog):
+    """The cpu profile's path (compile_quantized): Inductor with freezing must lower the int8
+    graph (without freezing it fails with an unsupported oneDNN prepack op), quietly."""
+    p, d, model, calib = trained
+    q = quantization.quantize(model, calib, calib[0][:2])
+    fast = quantization.compiled(q)
+    agree = quantization.agreement(quantization.logits(q, d.test, p), quantization.logits(fast, d.test, p))
+    assert agree["top1_agreement"] >= 97.0 and agree["cosine"] >= 0.999, agree
+    assert not [w for w in recwarn if "copy construct" in str(w.message)]
+    assert not [r for r in caplog.records if "CUDA" in r.getMessage()]
+    assert not torch._inductor.config.freezing and not torch._inductor.config.cpp_wrapper  # scoped
+
+
 def test_dynamic_int8_linear_agrees_with_float(trained):
     p, d, model, calib = trained
     q = quantization.quantize(model, calib, calib[0][:2], dynamic=True)
