@@ -64,7 +64,8 @@ def largest_within(df: pd.DataFrame, by: list[str], x: str, select: str, referen
         ok = means[means >= reference - max_drop]
         row = dict(zip(by, key if isinstance(key, tuple) else (key,)))
         if ok.empty:
-            rows.append({**row, x: float("nan"), f"{select}_mean": float("nan"), "n_seeds": 0})
+            missing = {f"{report}_mean": float("nan"), f"{report}_std": float("nan")} if report else {}
+            rows.append({**row, x: float("nan"), f"{select}_mean": float("nan"), "n_seeds": 0, **missing})
             continue
         at = g[g[x] == ok.index.max()]
         row.update({x: ok.index.max(), f"{select}_mean": float(at[select].mean()), "n_seeds": len(at)})

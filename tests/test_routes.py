@@ -183,6 +183,17 @@ def test_schedules_table_pairs_iterative_with_the_one_shot_runs():
     assert "lrp 0.50x the parameters" in headline.schedules_sentence(table, 100, 4)
 
 
+def test_combined_route_is_reported_even_outside_one_point():
+    rows = pd.DataFrame([{"route": "combined", "criterion": "weight", "point": 0.7, "fraction": 0.15, "seed": s,
+                          "status": "ok", "val_acc": 50.0, "test_acc": a, "compression_x": 15.0, "flops_x": 1.1}
+                         for s, a in enumerate((57.0, 57.5))])
+    head = headline.table(rows, baseline_val=57.6, baseline_test=58.8)
+    (line,) = headline._combined_sentence(rows, head, 58.8)
+    assert "weight (15% of the filters, then 70% of the weights): 15.00x smaller file" in line
+    assert "drop 1.55 points), not within 1 point" in line
+    assert headline._combined_sentence(rows.iloc[:0], head, 58.8) == []
+
+
 def test_report_point_sentence_ranks_criteria_and_leaves_out_diverged_runs():
     rows = pd.DataFrame([{"criterion": c, "seed": s, "status": "ok", "test_acc": a, "filters_removed": 0.7}
                          for c, accs in (("lrp", (40.0, 42.0)), ("weight", (45.0, 44.0))) for s, a in enumerate(accs)]
