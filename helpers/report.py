@@ -120,7 +120,9 @@ def report_markdown(profile: str, headline: pd.DataFrame, findings: list[str],
     for title, table in sections.items():
         lines += [f"## {title}", "", tables.markdown(table), ""]
     lines += ["## Figures", ""] + [f"![{cap}]({name}.png)" + "\n" for name, cap in figures.items()]
-    lines += ["## Wall time of each notebook (this run)", "",
+    lines += ["## Wall time of each notebook's last invocation", "",
+              "Finished training runs, fine-tuned runs and study blocks are reused, so a rerun can take far "
+              "less than a run from scratch (README lists both).", "",
               pd.DataFrame([{"notebook": k, "minutes": round(v / 60, 2)} for k, v in times.items()]
                            ).to_markdown(index=False), ""]
     return "\n".join(lines)
