@@ -39,16 +39,9 @@ def test_stored_notebooks_are_clean(path):
 
 
 PUBLISHED = sorted((config.FIGURES_ROOT / "cpu" / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-# Published by the cpu run made before the runner cleaned its outputs; 01, 05 and 06 have been
-# republished clean since, 02-04, 07 and 08 wait for their rerun (strict: a notebook that is already clean
-# fails here until it is removed from the set).
-STALE = {"02_relevance", "03_unstructured_pruning", "04_structured_pruning", "07_quantization",
-         "08_results"}
 
 
-@pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.xfail(
-    p.stem in STALE, reason="published by the earlier run; republished by the next full cpu run", strict=True))
-    for p in PUBLISHED], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", PUBLISHED, ids=lambda p: p.name)
 def test_published_notebooks_are_clean(path):
     assert problems(nbformat.read(path, as_version=4)) == []
 
