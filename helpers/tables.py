@@ -24,9 +24,14 @@ DROP_SUFFIX = re.compile(r"_(ms|MB|x)$")
 COUNTS = re.compile(r"^(n|n_\w+|\w+_count|count|seeds?|seeds_needed|images|steps|epochs?|batch|parameters|flops|FLOPs)$")
 
 
+def _name(column, sep: str) -> str:
+    """A column label as text; the levels of a tuple label (from ``agg``) joined by ``sep``."""
+    return sep.join(str(c) for c in column if str(c)) if isinstance(column, tuple) else str(column)
+
+
 def header(column) -> str:
     """The header a reader sees for a raw column name (tuples from ``agg`` are joined)."""
-    name = " ".join(str(c) for c in column if str(c)) if isinstance(column, tuple) else str(column)
+    name = _name(column, " ")
     unit = next((u for pattern, u in UNITS if pattern.search(name)), None)
     text = DROP_SUFFIX.sub("", name).replace("_", " ")
     return f"{text} ({unit})" if unit and unit not in text.split() else text
@@ -44,7 +49,7 @@ def _is_count(values: pd.Series, name: str) -> bool:
 
 
 def _format_column(values: pd.Series, digits: int, column) -> pd.Series:
-    name = "_".join(str(c) for c in column if str(c)) if isinstance(column, tuple) else str(column)
+    name = _name(column, "_")
     if values.dtype == bool or values.dtype.kind not in "iuf":
         return values.map(lambda v: MISSING if v is None or (isinstance(v, float) and pd.isna(v)) else str(v))
     if _is_count(values, name) and "(%)" not in header(column):
