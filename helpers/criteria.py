@@ -118,12 +118,17 @@ def weight_relevance(module: nn.Module, a: torch.Tensor, z: torch.Tensor, r: tor
 
 def lrp(model: nn.Module, ref: Split, composite: str = "epsilon_plus_flat",
         weight_rule: str = "epsilon", batch_size: int = 100, size: int = 32) -> dict:
-    """Filter and weight relevance, starting from the true-class logit of each image."""
+    """Filter and weight relevance, starting from the true-class logit of each image.
+
+    Scores are read at layer outputs, so relevance is propagated down to the first layer's
+    output and no further: its output is made the leaf the gradient is taken for, and the
+    first layer's own rule (which only shapes input heatmaps, see :func:`lrp_heatmaps`) is
+    never evaluated."""
     _check_composite(composite)
     if weight_rule not in WEIGHT_RULES:
         raise ScoreError(f"unknown weight_rule {weight_rule!r}; valid: {', '.join(WEIGHT_RULES)}")
     filt, wlayers = filter_layers(model), weight_layers(model)
-    scores = _zeros(model)
+    scores, leaves = _zeros(model), []
 
     def record(name, module, a, z):
         a, zd = a.detach(), z.detach()
@@ -134,11 +139,26 @@ def lrp(model: nn.Module, ref: Split, composite: str = "epsilon_plus_flat",
             scores["weight"][name] += weight_relevance(module, a, zd, r, weight_rule).double()
         z.register_hook(on_relevance)
 
-    with no_inplace(model), output_hooks(wlayers, record), \
-            Gradient(model, composites.make(composite, model, *_input_box(size, device_of(model)))) as attributor:
+    def leaf(module, inp, out):
+        leaves.append(out.detach().requires_grad_())
+        return leaves[-1]
+
+    first = next(iter(wlayers.values()))
+    with no_inplace(model), _hooked(first.register_forward_hook(leaf)), output_hooks(wlayers, record), \
+            composites.make(composite, model, *_input_box(size, device_of(model))).context(model) as hooked:
         for x, y in _ref_batches(ref, batch_size, size, model):
-            attributor(x, lambda out: F.one_hot(y, out.shape[1]).to(out) * out)
+            out = hooked(x)
+            torch.autograd.grad(out, leaves.pop(), F.one_hot(y, out.shape[1]).to(out) * out.detach())
     return scores
+
+
+@contextlib.contextmanager
+def _hooked(handle):
+    """Remove a hook handle on exit."""
+    try:
+        yield handle
+    finally:
+        handle.remove()
 
 
 def lrp_heatmaps(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
@@ -236,10 +256,10 @@ def _zeros(model: nn.Module) -> dict:
 
 
 def _ref_batches(ref: Split, batch_size: int, size: int, model: nn.Module):
-    """Reference batches on the model's device, in its dtype, with input gradients on."""
+    """Reference batches on the model's device, in its dtype (no criterion needs input gradients)."""
     first = next(model.parameters())
     for x, y in progress.bar(batches(ref, batch_size, size), total=-(-len(ref) // batch_size)):
-        yield x.to(first.device, first.dtype).requires_grad_(True), y.to(first.device)
+        yield x.to(first.device, first.dtype), y.to(first.device)
 
 
 # ----------------------------------------------------------------------------- interface

@@ -315,11 +315,11 @@ def conclusions(summary: pd.DataFrame, pairs: pd.DataFrame) -> list[str]:
 
 def relevance_timing(model: nn.Module, ref: Split, composite_names, p: config.Profile) -> pd.DataFrame:
     """Seconds for each composite's LRP scores against the gradient criterion's on the same
-    images, measured side by side (``scores.benchmark``: alternating runs, medians)."""
+    images, measured side by side (``scores.benchmark``: five alternating runs, medians)."""
     from .scores import benchmark
     rows = []
     for c in composite_names:
-        b = benchmark(model, ref, ("lrp", "gradient"), composite=c, size=p.input_size).set_index("criterion")
+        b = benchmark(model, ref, ("lrp", "gradient"), repeats=5, composite=c, size=p.input_size).set_index("criterion")
         rows.append({"composite": c, "images": len(ref), "lrp_s": b.loc["lrp", "median_seconds"],
                      "gradient_s": b.loc["gradient", "median_seconds"], "x_gradient": b.loc["lrp", "x_gradient"]})
     return pd.DataFrame(rows)
