@@ -272,6 +272,24 @@ def depth_name(assignment: dict[str, tuple[str, float | None]]) -> str:
     return DEPTH_PREFIX + ",".join(f"{g}={one(*assignment[g])}" for g in GROUPS)
 
 
+STOCK_RULES = {  # the rule of each depth group in the stock composites (the first conv aside)
+    "epsilon_plus_flat": {"low": ("zplus", None), "middle": ("zplus", None), "high": ("zplus", None),
+                          "dense": ("epsilon", EPSILON)},
+    "epsilon_gamma_box": {"low": ("gamma", 0.25), "middle": ("gamma", 0.25), "high": ("gamma", 0.25),
+                          "dense": ("epsilon", EPSILON)},
+    "epsilon": {g: ("epsilon", EPSILON) for g in GROUPS},
+}
+
+
+def same_scores(a: str, b: str) -> bool:
+    """Whether composites ``a`` and ``b`` give the same filter and weight scores: the same rule
+    on every depth group. Scores are read at layer outputs, so the first conv's rule (flat, box
+    or epsilon) never enters them; alpha-beta has no depth form and matches only itself."""
+    def rules(name):
+        return STOCK_RULES.get(name) if name in COMPOSITES else parse_depth(name)
+    return a == b or (rules(a) is not None and rules(a) == rules(b))
+
+
 def check(name: str) -> None:
     """Raise ``CompositeError`` naming the valid choices unless ``name`` can be built."""
     if not isinstance(name, str):

@@ -61,7 +61,7 @@ class Profile:
     seeds: int = 3                     # seeds of every fine-tuned point (reference images, data order, random)
     recipe_fraction: float = 0.3       # the recipe is chosen on LRP's network at this fraction of filters removed
     headline_fractions: tuple = (0.15, 0.3)  # compute route: fractions of filters removed
-    headline_sparsities: tuple = (0.7, 0.8)  # size route: global weight sparsities
+    headline_sparsities: tuple = (0.7, 0.75, 0.8)  # size route: global weight sparsities
     report_sparsity: float = 0.8       # the report's allocation: weights pruned globally to this sparsity ...
     report_margin: float = 0.01        # ... and each layer's sparsity minus this is its fraction of filters removed
     iterative_step: float = 0.05       # fraction of the original filters removed per iterative step

