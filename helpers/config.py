@@ -59,6 +59,7 @@ class Profile:
     finetune_kd_alphas: tuple = (0.0, 0.9)     # distillation weights tried for it (0: labels only)
     warmup: float = 0.1                # cosine schedule: fraction of the steps spent warming up linearly
     seeds: int = 3                     # seeds of every fine-tuned point (reference images, data order, random)
+    compute_seeds: int = 0             # compute route: seeds per point, where LRP's comparisons need more; 0: seeds
     recipe_fraction: float = 0.3       # the recipe is chosen on LRP's network at this fraction of filters removed
     headline_fractions: tuple = (0.15, 0.3)  # compute route: fractions of filters removed
     headline_sparsities: tuple = (0.7, 0.75, 0.8)  # size route: global weight sparsities
@@ -77,6 +78,12 @@ class Profile:
 
     def __post_init__(self):
         validate(self)
+
+    def seed_list(self, route: str = "") -> list[int]:
+        """The seeds of every fine-tuned point; on the compute route ``compute_seeds`` of them
+        when set (the first ``seeds`` are the other routes' seeds)."""
+        n = self.compute_seeds if route == "compute" and self.compute_seeds else self.seeds
+        return list(range(self.seed, self.seed + n))
 
     @property
     def artifacts(self) -> Path:
@@ -106,7 +113,7 @@ _TUPLES = {  # tuple field -> (item type, lowest, highest, lowest excluded, high
     "headline_fractions": ((int, float), 0, 1, True, True),
     "headline_sparsities": ((int, float), 0, 1, True, True),
 }
-_NON_NEGATIVE = ("val_per_class", "warmup", "momentum", "weight_decay", "label_smoothing", "seed", "kd_alpha",
+_NON_NEGATIVE = ("val_per_class", "compute_seeds", "warmup", "momentum", "weight_decay", "label_smoothing", "seed", "kd_alpha",
                  "synthetic_train_per_class", "synthetic_test_per_class")
 
 PROFILES: dict[str, dict] = {
@@ -119,7 +126,7 @@ PROFILES: dict[str, dict] = {
                   lowdata_ref_sizes=(1, 2), lowdata_seeds=2, lowdata_fractions=(0.1, 0.3),
                   lowdata_sparsities=(0.3, 0.6), lowdata_eval_per_class=1, lowdata_recal_batches=2),
     # The default: real CIFAR-100 on 2 CPU cores, VGG-16-BN at width 0.25.
-    "cpu": dict(),
+    "cpu": dict(compute_seeds=5),
     # A GPU machine with internet: the original report's torchvision VGG-16 setup.
     "paper": dict(arch="vgg16", pretrained=True, input_size=64, width=1.0, epochs=20,
                   batch_size=64, lr=0.01, weight_decay=5e-4, schedule="cosine",
@@ -156,6 +163,9 @@ def validate(p: Profile) -> None:
     if not 0 < p.report_sparsity <= 1 or not 0 <= p.report_margin < 1:
         raise ValueError(f"profile parameters 'report_sparsity' (in (0, 1]) and 'report_margin' (in [0, 1)) "
                          f"got {p.report_sparsity} and {p.report_margin}")
+    if 0 < p.compute_seeds < p.seeds:
+        raise ValueError(f"profile parameter 'compute_seeds' must be 0 (as many as seeds) or at least seeds "
+                         f"({p.seeds}): the combined route starts from the compute route's models; got {p.compute_seeds}")
     if not 0 < p.recipe_fraction < 1:
         raise ValueError(f"profile parameter 'recipe_fraction' must lie in (0, 1), got {p.recipe_fraction}")
     if p.kd_alpha > 1:

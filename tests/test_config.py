@@ -49,3 +49,12 @@ def test_import_creates_no_folders(tmp_path, monkeypatch):
     p = config.get_profile("smoke")
     assert p.artifacts == tmp_path / "a" / "smoke"
     assert not (tmp_path / "a").exists()
+
+
+def test_compute_route_may_have_more_seeds_than_the_other_routes():
+    p = config.get_profile("cpu")
+    assert p.seed_list() == [0, 1, 2] and p.seed_list("compute") == [0, 1, 2, 3, 4]
+    smoke = config.get_profile("smoke")
+    assert smoke.seed_list("compute") == smoke.seed_list() == [0, 1]
+    with pytest.raises(ValueError, match="'compute_seeds' must be 0 .* or at least seeds"):
+        config.get_profile("cpu", compute_seeds=2)
