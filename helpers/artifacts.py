@@ -52,7 +52,8 @@ def lowdata(p: config.Profile) -> Artifact:
 
 
 def finetuned(p: config.Profile, run: str) -> Artifact:
-    """The folder of one fine-tuned run of notebook 06 (``<criterion>_<schedule>``, or a sweep)."""
+    """A folder of notebook 06's fine-tuned runs (``routes_<recipe>``), or of one run in it
+    (``routes_<recipe>/<route>_<criterion>_<point>_s<seed>``: :func:`helpers.routes.run_name`)."""
     return Artifact(p.artifacts / "finetuned" / run, "06_fine_tuning")
 
 
@@ -62,8 +63,8 @@ def finetuned_model(p: config.Profile, run: str) -> Artifact:
 
 
 def report_point_runs(p: config.Profile) -> Artifact:
-    """The table of notebook 06's runs at the report's operating point (one row per criterion,
-    schedule and seed, ``run`` naming each model): notebook 07 picks its model from it."""
+    """The table of notebook 06's runs at the report's operating point (one row per criterion
+    and seed, ``run`` naming each model): notebooks 07 and 08 read their models from it."""
     return Artifact(p.artifacts / "finetuned" / "report_point_runs.csv", "06_fine_tuning")
 
 

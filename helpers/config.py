@@ -55,7 +55,7 @@ class Profile:
     synthetic_train_per_class: int = 0  # synthetic dataset only
     synthetic_test_per_class: int = 0
     finetune_epochs: float = 0.5       # budget of every fine-tuned run, in epochs of optimizer steps
-    finetune_lrs: tuple = (0.003, 0.01, 0.03)  # peak learning rates tried for the one fine-tuning recipe (cosine)
+    finetune_lrs: tuple = (0.003, 0.01, 0.03, 0.1)  # peak learning rates tried for the one fine-tuning recipe (cosine)
     finetune_kd_alphas: tuple = (0.0, 0.9)     # distillation weights tried for it (0: labels only)
     warmup: float = 0.1                # cosine schedule: fraction of the steps spent warming up linearly
     seeds: int = 3                     # seeds of every fine-tuned point (reference images, data order, random)

@@ -8,18 +8,16 @@ steps (``budget_steps``).
 """
 from __future__ import annotations
 
-import copy
-import dataclasses
 import math
 from pathlib import Path
 
 import pandas as pd
 from torch import nn
 
-from . import artifacts, checkpoint, config, criteria, measure, models, progress, pruning
+from . import config, criteria, models, progress, pruning
 from .data import Data, Split
 from .models import device_of
-from .training import DivergenceError, evaluate, fit, load_model, save_model, steps_per_epoch
+from .training import fit, load_model, save_model, steps_per_epoch
 
 
 def budget_steps(d: Data, p: config.Profile, epochs: float) -> int:
@@ -77,77 +75,3 @@ def iterative(model: nn.Module, d: Data, ref: Split, p: config.Profile, folder: 
                    counts=counts, filters_removed=pruning.filters_removed(original, counts))
         histories.append(history.assign(stage=i))
     return model, pd.concat(histories, ignore_index=True)
-
-
-SCHEDULES = {  # name -> (pruned model, baseline, its file info, criterion, ...) -> (model, history)
-    "oneshot": lambda pruned, baseline, info, name, d, ref, p, folder, steps, step_fraction:
-        one_shot(pruned, d, p, folder, steps, p.arch, teacher=baseline),
-    "iterative": lambda pruned, baseline, info, name, d, ref, p, folder, steps, step_fraction:
-        iterative(baseline, d, ref, p, folder, name, info["metrics"]["filters_removed"], step_fraction, steps, p.arch,
-                  teacher=baseline),
-}
-
-
-def run_schedule(schedule: str, name: str, seed: int, pruned: nn.Module, info: dict, baseline: nn.Module,
-                 d: Data, ref: Split, ft: config.Profile, p: config.Profile, steps: int,
-                 recipe_folder: str) -> tuple[dict, pd.DataFrame]:
-    """Fine-tune criterion ``name``'s pruned model (``info``: its file's metadata) by ``schedule``
-    (one of :data:`SCHEDULES`) with the fine-tuning profile ``ft`` and ``seed`` (data order;
-    ``ref``, the seed's reference images, rescores the iterative steps), save the selected
-    model to its artifact ``<recipe_folder>/report_<name>_<schedule>_s<seed>`` (inside the
-    recipe's folder, so a run made with another recipe is never resumed) and return its summary
-    row (``run``: that artifact's name) and validation curve (resumable)."""
-    if schedule not in SCHEDULES:
-        raise ValueError(f"unknown schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
-    run = f"{recipe_folder}/report_{name}_{schedule}_s{seed}"
-    folder = artifacts.finetuned(p, run).path
-    ft = dataclasses.replace(ft, seed=seed)
-    row = {"criterion": name, "schedule": schedule, "seed": seed, "run": run}
-    try:
-        model, history = SCHEDULES[schedule](copy.deepcopy(pruned), baseline, info, name, d, ref, ft, folder,
-                                             steps, p.iterative_step)
-    except DivergenceError as err:  # recorded, named, never a result
-        return {**row, "status": "diverged", "error": str(err)}, pd.DataFrame()
-    row.update(status="ok", **summary(model, history, d, p, baseline))
-    save_model(model, models.spec_of(model, p.arch), folder / "model.pt", p, metrics=row,
-               history=history.to_dict(orient="list"))
-    return row, curve(history).assign(criterion=name, schedule=schedule, seed=seed)
-
-
-def save_runs(runs: pd.DataFrame, p: config.Profile) -> None:
-    """Hand the report point's runs to notebook 07 (:func:`helpers.artifacts.report_point_runs`)."""
-    checkpoint.save_text(runs.to_csv(index=False), artifacts.report_point_runs(p).path)
-
-
-def load_runs(p: config.Profile) -> pd.DataFrame:
-    """The report point's runs saved by notebook 06."""
-    a = artifacts.report_point_runs(p)
-    if not a.exists():
-        raise checkpoint.CheckpointError(f"{a.path} does not exist: {a.hint} (with report_point true)")
-    return pd.read_csv(a.path)
-
-
-def best_run(runs: pd.DataFrame, criterion: str = "lrp") -> str:
-    """The fine-tuned run of ``criterion`` with the best validation accuracy (never test):
-    its artifact name (the ``run`` column of :func:`run_schedule`'s rows)."""
-    mine = runs[(runs["criterion"] == criterion) & (runs["status"] == "ok")]
-    if mine.empty:
-        raise ValueError(f"no fine-tuned run of {criterion!r}; runs: {sorted(set(runs['criterion']))}")
-    best = mine.loc[mine["best_val_acc"].idxmax()]
-    return best["run"]
-
-
-def summary(model: nn.Module, history: pd.DataFrame, d: Data, p: config.Profile, original: nn.Module) -> dict:
-    """Test accuracy and loss of the selected checkpoint, its cost and its reduction factors."""
-    test = evaluate(model, d.test, p.eval_batch_size, p.input_size)
-    last = history[history["stage"] == history["stage"].max()] if len(history) else history
-    return {"best_val_acc": last["val_acc"].max() if len(last) else float("nan"),
-            "test_acc": test["acc"], "test_loss": test["loss"],
-            "steps": int(history["steps"].sum()) if len(history) else 0,
-            "filters_removed": pruning.filters_removed(original, pruning.kept_filters(model)),
-            **measure.cost(model, p.input_size, original)}
-
-
-def curve(history: pd.DataFrame) -> pd.DataFrame:
-    """Validation accuracy against cumulative optimizer steps (for the fine-tuning figure)."""
-    return history.assign(cum_steps=history["steps"].cumsum())[["cum_steps", "stage", "val_acc"]]

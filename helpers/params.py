@@ -13,10 +13,9 @@ from dataclasses import dataclass
 from . import config
 from .composites import COMPOSITES
 from .criteria import CRITERIA
-from .finetune import SCHEDULES
 from .lowdata import OTHERS
 from .pruning import ALLOCATIONS
-from .routes import ROUTES
+from .routes import ROUTES, SCHEDULES
 
 
 class ParameterError(ValueError):
@@ -128,7 +127,7 @@ NOTEBOOKS: dict[str, dict[str, Rule]] = {
     "06_fine_tuning": {
         **_PROFILE, "criteria_names": Rule(list, item=str, choices=_CRITERIA),
         "routes_run": Rule(list, item=str, choices=ROUTES), "report_point": Rule(bool),
-        "report_sparsity": fraction(open_low=True, **_OVERRIDE), "schedules": Rule(list, item=str, choices=tuple(SCHEDULES)),
+        "report_sparsity": fraction(open_low=True, **_OVERRIDE), "schedules": Rule(list, item=str, choices=SCHEDULES),
         "finetune_epochs": positive(float, **_OVERRIDE), "seeds": positive(int, **_OVERRIDE),
         "compute_seeds": positive(int, **_OVERRIDE),
         "iterative_step": fraction(open_low=True, open_high=False, **_OVERRIDE),

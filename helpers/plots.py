@@ -148,15 +148,6 @@ def per_layer(df: pd.DataFrame, y: str, ylabel: str, title: str = ""):
     return fig
 
 
-def finetune_curves(curve: pd.DataFrame):
-    """Validation accuracy against optimizer steps, one panel per schedule."""
-    g = sns.relplot(data=curve, x="cum_steps", y="val_acc", hue="criterion", col="schedule",
-                    kind="line", marker="o", height=3.4, aspect=1.3)
-    g.set_axis_labels("optimizer steps", "validation accuracy (%)")
-    g.set_titles("{col_name}")
-    return g.figure
-
-
 def headline(points: pd.DataFrame, baseline_acc: float, max_drop: float = 1.0):
     """Test accuracy (mean ± standard deviation over seeds) against compression, one line per
     criterion, one panel per route, with the baseline and the ``max_drop`` band below it shaded,

@@ -22,7 +22,7 @@ def load_tables(p: config.Profile) -> dict[str, pd.DataFrame]:
              "unstructured_sweep": "03",
              "structured_allocations": "04", "structured_sweep": "04", "structured_speed_benchmark": "04",
              "finetune_recipe": "06", "headline": "06", "headline_paired": "06",
-             "finetune_results": "06", "finetune_curves": "06",
+             "finetune_results": "06",
              "quantization_results": "07", "quantization_targets": "07"}
     tables = {}
     for name, nb in names.items():
@@ -35,28 +35,29 @@ def load_tables(p: config.Profile) -> dict[str, pd.DataFrame]:
 
 
 def latencies(p: config.Profile, runs: pd.DataFrame) -> pd.DataFrame:
-    """CPU latency (2 threads) of each criterion and schedule's fine-tuned model (its first
-    seed's: seeds differ in which filters go, hardly in cost), measured now."""
+    """CPU latency (2 threads) of each criterion's fine-tuned model at the report's operating
+    point (``runs``: :func:`helpers.routes.load_report_runs`; its first seed's model: seeds
+    differ in which filters go, not in the architecture), measured now."""
     baseline, _ = load_artifact(artifacts.baseline(p))
-    rows = [{"criterion": "baseline", "schedule": "", **measure.latency_pair(baseline, p.input_size)}]
+    rows = [{"criterion": "baseline", **measure.latency_pair(baseline, p.input_size)}]
     ok = runs[runs["status"] == "ok"]
-    for r in ok.sort_values("seed", kind="stable").drop_duplicates(["criterion", "schedule"]).itertuples():
+    for r in ok.sort_values("seed", kind="stable").drop_duplicates("criterion").itertuples():
         model, _ = load_artifact(artifacts.finetuned_model(p, r.run))
-        rows.append({"criterion": r.criterion, "schedule": r.schedule, **measure.latency_pair(model, p.input_size)})
+        rows.append({"criterion": r.criterion, **measure.latency_pair(model, p.input_size)})
     return pd.DataFrame(rows)
 
 
 def report_format(t: dict[str, pd.DataFrame], lat: pd.DataFrame) -> pd.DataFrame:
-    """The original report's table for each criterion and schedule (test accuracy and loss:
+    """The original report's table for each criterion (test accuracy and loss:
     mean over seeds; ``n_seeds`` and ``test_acc_std`` beside them), plus cost columns."""
     base = t["baseline_metrics"].iloc[0]
-    runs = seed_means(t["finetune_results"]).merge(lat, on=["criterion", "schedule"])
+    runs = seed_means(t["finetune_results"]).merge(lat, on="criterion")
     b = lat[lat["criterion"] == "baseline"].iloc[0]
     rows = [{"model": "baseline", "test_acc": base.test_acc, "test_loss": base.test_loss,
              "size_MB": base.size_MB, "compression_%": 0.0, "parameters": int(base.parameters),
              "FLOPs": int(base.flops), "latency_b1_ms": b.latency_b1_ms, "latency_b256_ms": b.latency_b256_ms}]
     for _, r in runs.iterrows():
-        rows.append({"model": f"{r.criterion} ({r.schedule}), pruned + fine-tuned", "n_seeds": r.n_seeds,
+        rows.append({"model": f"{r.criterion}, pruned + fine-tuned", "n_seeds": r.n_seeds,
                      "test_acc": r.test_acc, "test_acc_std": r.test_acc_std, "test_loss": r.test_loss, "size_MB": r.size_MB,
                      "compression_%": 100 * (1 - r.size_MB / base.size_MB), "parameters": int(r.parameters),
                      "FLOPs": int(r.flops), "latency_b1_ms": r.latency_b1_ms, "latency_b256_ms": r.latency_b256_ms})
@@ -69,8 +70,8 @@ def report_format(t: dict[str, pd.DataFrame], lat: pd.DataFrame) -> pd.DataFrame
 
 
 def seed_means(runs: pd.DataFrame) -> pd.DataFrame:
-    """Fine-tuned runs averaged over seeds per criterion and schedule (``n_seeds``, ``test_acc_std``)."""
-    g = runs[runs["status"] == "ok"].groupby(["criterion", "schedule"], sort=False)
+    """Fine-tuned runs averaged over seeds per criterion (``n_seeds``, ``test_acc_std``)."""
+    g = runs[runs["status"] == "ok"].groupby("criterion", sort=False)
     out = g.mean(numeric_only=True).drop(columns=["seed"]).reset_index()
     return out.assign(n_seeds=g.size().values, test_acc_std=g["test_acc"].std(ddof=1).fillna(0.0).values)
 
@@ -106,15 +107,12 @@ def findings(t: dict[str, pd.DataFrame]) -> list[str]:
     ft = seed_means(t["finetune_results"]).sort_values("test_acc", ascending=False)
     top = ft.iloc[0]
     out.append(f"At the report's operating point, fine-tuned with the chosen recipe ({int(top.steps)} optimizer steps "
-               f"per run, {int(top.n_seeds)} seeds), the best is {top.criterion} ({top.schedule}) at "
+               f"per run, {int(top.n_seeds)} seeds), the best is {top.criterion} at "
                f"{top.test_acc:.2f} ± {top.test_acc_std:.2f} % test accuracy, {base.test_acc - top.test_acc:.2f} "
                f"points below the baseline's {base.test_acc:.2f} %, with {top.compression_x:.1f}x fewer "
                f"parameters and {top.flops_x:.1f}x fewer FLOPs.")
-    for sched in ("oneshot", "iterative"):
-        s = ft[ft["schedule"] == sched]
-        if len(s):
-            out.append(f"{sched}: " + ", ".join(f"{r.criterion} {r.test_acc:.2f} ± {r.test_acc_std:.2f} %"
-                                                for r in s.itertuples()) + ".")
+    out.append("Every criterion there: " + ", ".join(f"{r.criterion} {r.test_acc:.2f} ± {r.test_acc_std:.2f} %"
+                                                    for r in ft.itertuples()) + ".")
     out.append(report.speed_finding(t["structured_speed_benchmark"]))
     out += sentences.quantization(t["quantization_targets"])[:1]
     return out

@@ -8,6 +8,10 @@
   values, then LZMA).
 * ``combined``: the compute route's model, then the size route on top (Deep Compression's
   order: prune, quantize, code).
+* ``report``: the original report's operating point (secondary): its own allocation (weights
+  pruned globally by magnitude to the point's sparsity, each layer's sparsity minus
+  ``p.report_margin`` is its fraction of filters removed), the same architecture for every
+  criterion, so that only the choice of filters differs; then as the compute route.
 
 A seed fixes the reference images the scores are computed on, the order of the training data
 and the random criterion; nothing else differs between seeds. Every run writes its result row
@@ -23,11 +27,14 @@ from pathlib import Path
 import pandas as pd
 from torch import nn
 
-from . import checkpoint, config, criteria, finetune, measure, models, progress, pruning, quantization, scores
+from . import artifacts, checkpoint, config, criteria, finetune, measure, models, progress, pruning, quantization, scores
 from .data import Data, Split, class_balanced_sample, normalize
 from .training import DivergenceError, evaluate, fit, load_model, save_model
 
 ROUTES = ("compute", "size", "combined")
+"""The headline's routes (notebook 06's ``routes_run``); ``report`` and ``iterative`` are run apart."""
+SCHEDULES = ("oneshot", "iterative")
+"""One-shot (every route) and iterative pruning (:func:`iterative`)."""
 
 
 def reference(d: Data, p: config.Profile, seed: int) -> Split:
@@ -61,7 +68,21 @@ def masked(model: nn.Module, s: dict, sparsity: float, p: config.Profile) -> nn.
     return pruning.unstructured_prune(model, s, sparsity, permanent=False)
 
 
-PREPARE = {"compute": structured, "size": masked, "combined": masked}
+def report_counts(model: nn.Module, sparsity: float, p: config.Profile) -> dict[str, int]:
+    """Filters kept per layer under the original report's allocation: ``model``'s weights
+    pruned globally by magnitude to ``sparsity``, each layer's sparsity minus ``p.report_margin``
+    is its fraction of filters removed."""
+    magnitude = criteria.weight_magnitude(model)
+    return pruning.keep_counts(model, pruning.report_allocation(model, magnitude, sparsity, p.report_margin))
+
+
+def report_point(model: nn.Module, s: dict, sparsity: float, p: config.Profile) -> nn.Module:
+    """A copy of ``model`` pruned to the report's allocation at ``sparsity``, the filters of
+    each layer chosen by ``s``."""
+    return pruning.prune_filters(model, s["filter"], report_counts(model, sparsity, p), p.input_size)
+
+
+PREPARE = {"compute": structured, "size": masked, "combined": masked, "report": report_point}
 
 
 def _prune_and_fit(name: str, start: nn.Module, s: dict, point: float, route: str, d: Data, p: config.Profile,
@@ -81,7 +102,13 @@ def _iterate(name: str, start: nn.Module, s: dict, point: float, route: str, d: 
                               steps, p.arch, teacher=teacher)
 
 
-TRAIN = {"compute": _prune_and_fit, "size": _prune_and_fit, "combined": _prune_and_fit, "iterative": _iterate}
+TRAIN = {"compute": _prune_and_fit, "size": _prune_and_fit, "combined": _prune_and_fit, "report": _prune_and_fit,
+         "iterative": _iterate}
+
+
+def run_name(route: str, name: str, point: float, seed: int, tag: str = "") -> str:
+    """The folder of one run inside its recipe's folder."""
+    return f"{route}{tag}_{name}_{point:g}_s{seed}"
 
 
 def run(route: str, name: str, point: float, seed: int, start: nn.Module, s: dict, d: Data,
@@ -94,7 +121,7 @@ def run(route: str, name: str, point: float, seed: int, start: nn.Module, s: dic
     combined route's fraction)."""
     if route not in TRAIN:
         raise ValueError(f"unknown route {route!r}; valid: {', '.join(TRAIN)}")
-    out = Path(folder) / f"{route}{tag}_{name}_{point:g}_s{seed}"
+    out = Path(folder) / run_name(route, name, point, seed, tag)
     if (out / "result.json").exists():
         return _finished(out / "result.json", p, steps)
     label = f"{route} route{tag and ' ' + tag}, {name}, {point:g}, seed {seed}"
@@ -110,7 +137,7 @@ def run(route: str, name: str, point: float, seed: int, start: nn.Module, s: dic
         checkpoint.save_json(row, out / "result.json")
         return row
     last = history[history["stage"] == history["stage"].max()] if "stage" in history else history
-    known = {"val": float(last["val_acc"].max())} if MEASURE[route] is measure_compute else {}  # int8: measured anew
+    known = {"val": float(last["val_acc"].max())} if MEASURE[route] in (measure_compute, measure_report) else {}  # int8: anew
     row.update(status="ok", train_s=float(history["epoch_s"].sum()), **MEASURE[route](model, d, p, baseline, out, **known))
     checkpoint.save_json(row, out / "result.json")
     return row
@@ -126,6 +153,13 @@ def measure_compute(model: nn.Module, d: Data, p: config.Profile, baseline: nn.M
             "test_acc": evaluate(model, d.test, p.eval_batch_size, p.input_size)["acc"],
             "filters_removed": pruning.filters_removed(baseline, pruning.kept_filters(model)),
             **measure.cost(model, p.input_size, baseline), "size_bytes": measure.size_on_disk(model)["bytes"]}
+
+
+def measure_report(model: nn.Module, d: Data, p: config.Profile, baseline: nn.Module, out: Path,
+                   val: float | None = None) -> dict:
+    """:func:`measure_compute` and the test loss (the original report's table has it)."""
+    loss = evaluate(model, d.test, p.eval_batch_size, p.input_size)["loss"]
+    return {**measure_compute(model, d, p, baseline, out, val), "test_loss": loss}
 
 
 def measure_size(model: nn.Module, d: Data, p: config.Profile, baseline: nn.Module, out: Path) -> dict:
@@ -155,7 +189,8 @@ def _finished(path: Path, p: config.Profile, steps: int) -> dict:
     return row
 
 
-MEASURE = {"compute": measure_compute, "size": measure_size, "combined": measure_size, "iterative": measure_compute}
+MEASURE = {"compute": measure_compute, "size": measure_size, "combined": measure_size, "report": measure_report,
+           "iterative": measure_compute}
 
 
 def _accuracy(qmodel: nn.Module, split: Split, p: config.Profile) -> float:
@@ -207,6 +242,34 @@ def iterative(names: list[str], fraction: float, seeds: list[int], d: Data, p: c
 
 def compute_model(folder: Path, name: str, fraction: float, seed: int) -> nn.Module:
     """The saved fine-tuned model of a finished compute-route run."""
-    model, _ = load_model(Path(folder) / f"compute_{name}_{fraction:g}_s{seed}" / "model.pt",
+    model, _ = load_model(Path(folder) / run_name("compute", name, fraction, seed) / "model.pt",
                           "run the compute route (notebook 06) first")
     return model
+
+
+def report_runs(names: list[str], sparsity: float, seed_scores: dict[int, dict[str, dict]], d: Data,
+                p: config.Profile, folder: Path, steps: int, baseline: nn.Module) -> pd.DataFrame:
+    """The report's operating point (route ``report``) for every criterion and seed, with
+    ``run``, each run's artifact name (:func:`helpers.artifacts.finetuned_model`), and saved as
+    the artifact notebook 07 picks its model from (:func:`helpers.artifacts.report_point_runs`)."""
+    rows = sweep("report", names, (sparsity,), seed_scores, d, p, folder, steps, baseline)
+    rows["run"] = [f"{Path(folder).name}/{run_name('report', r.criterion, r.point, r.seed)}" for r in rows.itertuples()]
+    checkpoint.save_text(rows.to_csv(index=False), artifacts.report_point_runs(p).path)
+    return rows
+
+
+def load_report_runs(p: config.Profile) -> pd.DataFrame:
+    """The report point's runs saved by :func:`report_runs` (notebook 06)."""
+    a = artifacts.report_point_runs(p)
+    if not a.exists():
+        raise checkpoint.CheckpointError(f"{a.path} does not exist: {a.hint} (with report_point true)")
+    return pd.read_csv(a.path)
+
+
+def best_run(runs: pd.DataFrame, criterion: str = "lrp") -> str:
+    """The run of ``criterion`` with the best validation accuracy (never test): its artifact
+    name (the ``run`` column of :func:`report_runs`)."""
+    mine = runs[(runs["criterion"] == criterion) & (runs["status"] == "ok")]
+    if mine.empty:
+        raise ValueError(f"no fine-tuned run of {criterion!r}; runs: {sorted(set(runs['criterion']))}")
+    return mine.loc[mine["val_acc"].idxmax(), "run"]

@@ -5,8 +5,7 @@ from pathlib import Path
 
 import pytest
 
-import pandas as pd
-from helpers import artifacts, checkpoint, config, finetune, training
+from helpers import artifacts, checkpoint, config, routes, training
 
 HELPERS = Path(artifacts.__file__).parent
 
@@ -17,7 +16,7 @@ def test_every_artifact_names_its_producer(smoke):
              artifacts.scores(p): "run 02_relevance.ipynb first",
              artifacts.pruned(p, "lrp", "global"): "run 04_structured_pruning.ipynb first",
              artifacts.lowdata(p): "run 05_low_data.ipynb first",
-             artifacts.finetuned_model(p, "lrp_oneshot"): "run 06_fine_tuning.ipynb first",
+             artifacts.finetuned_model(p, "routes_x/report_lrp_0.8_s0"): "run 06_fine_tuning.ipynb first",
              artifacts.report_point_runs(p): "run 06_fine_tuning.ipynb first",
              artifacts.quantized(p): "run 07_quantization.ipynb first",
              artifacts.notebook_times(p): "run python -m helpers.run first"}
@@ -34,11 +33,12 @@ def test_the_report_point_runs_reach_07_through_the_artifact(smoke, tmp_path, mo
     monkeypatch.setenv(config.ARTIFACTS_ENV, str(tmp_path))
     p = config.get_profile("smoke")
     with pytest.raises(checkpoint.CheckpointError, match="run 06_fine_tuning.ipynb first"):
-        finetune.load_runs(p)
-    runs = pd.DataFrame([{"criterion": "lrp", "schedule": "oneshot", "seed": 0, "status": "ok",
-                          "best_val_acc": 50.0, "run": "routes_x/report_lrp_oneshot_s0"}])
-    finetune.save_runs(runs, p)
-    assert finetune.best_run(finetune.load_runs(p), "lrp") == "routes_x/report_lrp_oneshot_s0"
+        routes.load_report_runs(p)
+    row = {"route": "report", "criterion": "lrp", "point": 0.8, "seed": 0, "status": "ok", "val_acc": 50.0}
+    monkeypatch.setattr(routes, "run", lambda *a, **k: row)
+    runs = routes.report_runs(["lrp"], 0.8, {0: {"lrp": {}}}, None, p, tmp_path / "routes_x", 6, None)
+    assert list(runs["run"]) == ["routes_x/report_lrp_0.8_s0"]
+    assert routes.best_run(routes.load_report_runs(p), "lrp") == "routes_x/report_lrp_0.8_s0"
 
 
 def _spells_artifact_paths(source: str) -> list[str]:

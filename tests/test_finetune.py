@@ -1,4 +1,3 @@
-import pandas as pd
 import pytest
 import torch
 
@@ -46,15 +45,3 @@ def test_iterative_resumes_at_the_step_it_stopped_in(trained, tmp_path, monkeypa
     assert len(calls) == 1  # step 1 was loaded, only step 2 recomputed
     x = data.normalize(d.test.x[:8])
     assert torch.equal(first.eval()(x), again.eval()(x))  # same result as the uninterrupted run
-
-
-def test_best_run_is_chosen_on_validation_never_test():
-    runs = pd.DataFrame([{"criterion": "lrp", "schedule": "oneshot", "seed": 0, "status": "ok", "best_val_acc": 50.0, "test_acc": 90.0},
-                         {"criterion": "lrp", "schedule": "oneshot", "seed": 1, "status": "ok", "best_val_acc": 51.0, "test_acc": 10.0},
-                         {"criterion": "lrp", "schedule": "oneshot", "seed": 2, "status": "diverged", "best_val_acc": 80.0, "test_acc": 1.0},
-                         {"criterion": "weight", "schedule": "oneshot", "seed": 0, "status": "ok", "best_val_acc": 99.0, "test_acc": 99.0}])
-    runs["run"] = [f"r/report_{c}_{s}_s{n}" for c, s, n in zip(runs["criterion"], runs["schedule"], runs["seed"])]
-    assert finetune.best_run(runs, "lrp") == "r/report_lrp_oneshot_s1"  # a diverged run is never chosen
-    assert finetune.best_run(runs.drop(columns="test_acc"), "lrp") == "r/report_lrp_oneshot_s1"  # test never read
-    with pytest.raises(ValueError, match="no fine-tuned run of 'taylor'"):
-        finetune.best_run(runs, "taylor")

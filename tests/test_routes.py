@@ -58,6 +58,31 @@ def test_compute_route_removes_filters_and_resumes(trained, tmp_path, monkeypatc
         routes.run("compute", "lrp", 0.4, 0, model, s, d, dataclasses.replace(p, lr=0.5), tmp_path, 6, model)
 
 
+def test_best_report_run_is_chosen_on_validation_never_test():
+    runs = pd.DataFrame([{"criterion": "lrp", "seed": 0, "status": "ok", "val_acc": 50.0, "test_acc": 90.0},
+                         {"criterion": "lrp", "seed": 1, "status": "ok", "val_acc": 51.0, "test_acc": 10.0},
+                         {"criterion": "lrp", "seed": 2, "status": "diverged", "val_acc": 80.0, "test_acc": 1.0},
+                         {"criterion": "weight", "seed": 0, "status": "ok", "val_acc": 99.0, "test_acc": 99.0}])
+    runs["run"] = [f"r/report_{c}_0.8_s{n}" for c, n in zip(runs["criterion"], runs["seed"])]
+    assert routes.best_run(runs, "lrp") == "r/report_lrp_0.8_s1"  # a diverged run is never chosen
+    assert routes.best_run(runs.drop(columns="test_acc"), "lrp") == "r/report_lrp_0.8_s1"  # test never read
+    with pytest.raises(ValueError, match="no fine-tuned run of 'taylor'"):
+        routes.best_run(runs, "taylor")
+
+
+def test_report_route_gives_every_criterion_the_reports_architecture(trained, tmp_path):
+    p, d, model = trained
+    s = _scores(model, d, p, 0, tmp_path / "scores")
+    counts = pruning.keep_counts(model, pruning.report_allocation(model, criteria.weight_magnitude(model), 0.2, p.report_margin))
+    rows = [routes.run("report", n, 0.2, 0, model, s[n], d, p, tmp_path, 20, model) for n in ("weight", "lrp")]
+    for n, row in zip(("weight", "lrp"), rows):
+        assert row["status"] == "ok", row.get("error")
+        saved, _ = training.load_model(tmp_path / routes.run_name("report", n, 0.2, 0) / "model.pt")
+        assert pruning.kept_filters(saved) == counts  # the report's allocation, whatever the criterion
+        assert row["steps"] == 20 and np.isfinite(row["test_loss"])
+    assert rows[0]["parameters"] == rows[1]["parameters"]
+
+
 def test_size_route_holds_the_masks_and_stores_int8_sparse(trained, tmp_path):
     p, d, model = trained
     s = _scores(model, d, p, 0, tmp_path / "scores")["weight"]
