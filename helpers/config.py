@@ -60,6 +60,7 @@ class Profile:
     warmup: float = 0.1                # cosine schedule: fraction of the steps spent warming up linearly
     seeds: int = 3                     # seeds of every fine-tuned point (reference images, data order, random)
     compute_seeds: int = 0             # compute route: seeds per point, where LRP's comparisons need more; 0: seeds
+    size_seeds: int = 0                # size route: seeds per point, likewise; 0: seeds
     recipe_fraction: float = 0.3       # the recipe is chosen on LRP's network at this fraction of filters removed
     headline_fractions: tuple = (0.15, 0.3)  # compute route: fractions of filters removed
     headline_sparsities: tuple = (0.7, 0.75, 0.8)  # size route: global weight sparsities
@@ -80,9 +81,11 @@ class Profile:
         validate(self)
 
     def seed_list(self, route: str = "") -> list[int]:
-        """The seeds of every fine-tuned point; on the compute route ``compute_seeds`` of them
-        when set (the first ``seeds`` are the other routes' seeds)."""
-        n = self.compute_seeds if route == "compute" and self.compute_seeds else self.seeds
+        """The seeds of every fine-tuned point; on the compute and size routes ``compute_seeds``
+        and ``size_seeds`` of them when set (the first ``seeds`` are the other routes' seeds);
+        ``"all"``: every seed any route uses."""
+        n = {"compute": self.compute_seeds, "size": self.size_seeds,
+             "all": max(self.seeds, self.compute_seeds, self.size_seeds)}.get(route, 0) or self.seeds
         return list(range(self.seed, self.seed + n))
 
     @property
@@ -113,7 +116,7 @@ _TUPLES = {  # tuple field -> (item type, lowest, highest, lowest excluded, high
     "headline_fractions": ((int, float), 0, 1, True, True),
     "headline_sparsities": ((int, float), 0, 1, True, True),
 }
-_NON_NEGATIVE = ("val_per_class", "compute_seeds", "warmup", "momentum", "weight_decay", "label_smoothing", "seed", "kd_alpha",
+_NON_NEGATIVE = ("val_per_class", "compute_seeds", "size_seeds", "warmup", "momentum", "weight_decay", "label_smoothing", "seed", "kd_alpha",
                  "synthetic_train_per_class", "synthetic_test_per_class")
 
 PROFILES: dict[str, dict] = {
@@ -126,7 +129,7 @@ PROFILES: dict[str, dict] = {
                   lowdata_ref_sizes=(1, 2), lowdata_seeds=2, lowdata_fractions=(0.1, 0.3),
                   lowdata_sparsities=(0.3, 0.6), lowdata_eval_per_class=1, lowdata_recal_batches=2),
     # The default: real CIFAR-100 on 2 CPU cores, VGG-16-BN at width 0.25.
-    "cpu": dict(compute_seeds=5),
+    "cpu": dict(compute_seeds=5, size_seeds=4),
     # A GPU machine with internet: the original report's torchvision VGG-16 setup.
     "paper": dict(arch="vgg16", pretrained=True, input_size=64, width=1.0, epochs=20,
                   batch_size=64, lr=0.01, weight_decay=5e-4, schedule="cosine",
@@ -163,9 +166,10 @@ def validate(p: Profile) -> None:
     if not 0 < p.report_sparsity <= 1 or not 0 <= p.report_margin < 1:
         raise ValueError(f"profile parameters 'report_sparsity' (in (0, 1]) and 'report_margin' (in [0, 1)) "
                          f"got {p.report_sparsity} and {p.report_margin}")
-    if 0 < p.compute_seeds < p.seeds:
-        raise ValueError(f"profile parameter 'compute_seeds' must be 0 (as many as seeds) or at least seeds "
-                         f"({p.seeds}): the combined route starts from the compute route's models; got {p.compute_seeds}")
+    for name in ("compute_seeds", "size_seeds"):
+        if 0 < getattr(p, name) < p.seeds:
+            raise ValueError(f"profile parameter '{name}' must be 0 (as many as seeds) or at least seeds ({p.seeds}): "
+                             f"the combined route starts from both routes' seeds; got {getattr(p, name)}")
     if not 0 < p.recipe_fraction < 1:
         raise ValueError(f"profile parameter 'recipe_fraction' must lie in (0, 1), got {p.recipe_fraction}")
     if p.kd_alpha > 1:

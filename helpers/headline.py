@@ -138,8 +138,7 @@ def section(head: pd.DataFrame, pairs: pd.DataFrame, lines: list[str], base: dic
         f"Baseline {p.arch} (width {p.width:g}): test accuracy {base['test_acc']:.2f} %, "
         f"{int(base['parameters']):,} parameters, {base['size_MB']:.2f} MB. Every fine-tuned run: "
         f"{p.finetune_epochs:g} epochs of optimizer steps with the recipe chosen on validation; "
-        f"{p.seeds} seeds per point" + (f" ({p.compute_seeds} on the compute route)" if p.compute_seeds else "")
-        + ". The point is located on validation accuracy (mean over seeds), the "
+        f"{p.seeds} seeds per point" + seeds_note(p) + ". The point is located on validation accuracy (mean over seeds), the "
         "table reports test accuracy there. Compression: file size (int8, sparse, LZMA) on the size "
         "and combined routes, parameters on the compute route. A dash: no point tried stays within 1 point.",
         "", tables.markdown(head), "",
@@ -215,3 +214,10 @@ def report_point_sentence(results: pd.DataFrame, base_test: float) -> str:
             f"network for every criterion, {int(g['count'].min())} seeds), test accuracy after fine-tuning: {parts} %; "
             f"the best is {drop:.2f} points below the baseline's {base_test:.2f} %, {verdict}"
             + (f"; {failed} runs diverged and are not in these means." if failed else "."))
+
+
+def seeds_note(p) -> str:
+    """Where a route runs more seeds than ``p.seeds``, e.g. `` (5 on the compute route)``."""
+    more = [f"{n} on the {route} route" for route, n in (("compute", p.compute_seeds), ("size", p.size_seeds))
+            if n and n != p.seeds]
+    return f" ({', '.join(more)})" if more else ""

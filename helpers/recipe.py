@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 from torch import nn
 
-from . import artifacts, config, routes
+from . import artifacts, config, routes, stats
 from .data import Data
 
 
@@ -53,8 +53,8 @@ def search(baseline: nn.Module, lrp_scores: dict, d: Data, p: config.Profile, st
 def choose(table: pd.DataFrame) -> dict:
     """The recipe with the best validation accuracy among the runs that did not diverge
     (reads the ``lr``, ``kd_alpha``, ``status`` and ``val_acc`` columns only)."""
-    ok = table[table["status"] == "ok"]
-    if ok.empty:
-        raise ValueError("every recipe diverged; lower finetune_lrs in the profile")
-    best = ok.loc[ok["val_acc"].idxmax()]
+    try:
+        best = stats.select_best(table)
+    except ValueError:
+        raise ValueError("every recipe diverged; lower finetune_lrs in the profile") from None
     return {"lr": float(best["lr"]), "kd_alpha": float(best["kd_alpha"])}

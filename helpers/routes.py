@@ -27,7 +27,8 @@ from pathlib import Path
 import pandas as pd
 from torch import nn
 
-from . import artifacts, checkpoint, config, criteria, finetune, measure, models, progress, pruning, quantization, scores
+from . import (artifacts, checkpoint, config, criteria, finetune, measure, models, progress, pruning, quantization,
+               scores, stats)
 from .data import Data, Split, class_balanced_sample, normalize
 from .training import DivergenceError, evaluate, fit, load_model, save_model
 
@@ -269,7 +270,8 @@ def load_report_runs(p: config.Profile) -> pd.DataFrame:
 def best_run(runs: pd.DataFrame, criterion: str = "lrp") -> str:
     """The run of ``criterion`` with the best validation accuracy (never test): its artifact
     name (the ``run`` column of :func:`report_runs`)."""
-    mine = runs[(runs["criterion"] == criterion) & (runs["status"] == "ok")]
-    if mine.empty:
-        raise ValueError(f"no fine-tuned run of {criterion!r}; runs: {sorted(set(runs['criterion']))}")
-    return mine.loc[mine["val_acc"].idxmax(), "run"]
+    mine = runs[runs["criterion"] == criterion]
+    try:
+        return stats.select_best(mine)["run"]
+    except ValueError:
+        raise ValueError(f"no fine-tuned run of {criterion!r}; runs: {sorted(set(runs['criterion']))}") from None

@@ -52,6 +52,16 @@ def seeds_needed(std: float, half_width: float = 0.5, confidence: float = 0.95) 
     return 10_000
 
 
+def select_best(rows: pd.DataFrame, select: str = "val_acc") -> pd.Series:
+    """The one rule by which the series picks a run: the row with the highest ``select``
+    (validation accuracy) among the rows whose ``status`` is ``ok`` (a diverged run is never
+    chosen); no other column is read. Raises ``ValueError`` when no row qualifies."""
+    ok = rows[rows["status"] == "ok"]
+    if ok.empty:
+        raise ValueError(f"no finished run to choose from ({len(rows)} rows, none with status ok)")
+    return ok.loc[ok[select].idxmax()]
+
+
 def largest_within(df: pd.DataFrame, by: list[str], x: str, select: str, reference: float,
                    max_drop: float = 1.0, report: str | None = None) -> pd.DataFrame:
     """Per group of ``by``: the largest ``x`` whose mean ``select`` (over the rows sharing that

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import checkpoint, config, distributed, progress
+from . import checkpoint, config, parallel, progress
 from .data import Data, Split, batches
 from .models import ModelError, cpu_state, device_of, model_from_state
 
@@ -156,7 +156,7 @@ def fit(model: nn.Module, data: Data, p: config.Profile, state_path: Path, spec:
     end ``model`` holds the weights of the epoch with the best validation accuracy.
     Returns the per-epoch history.
 
-    Across processes (:mod:`helpers.distributed`), ``replica`` (``model`` wrapped in
+    Across processes (:mod:`helpers.parallel`), ``replica`` (``model`` wrapped in
     ``DistributedDataParallel``) runs the training steps: each process trains on its shard of
     the training split with ``batch_size / N`` images per step (the history's training loss and
     accuracy are rank 0's shard's), and rank 0 alone writes ``state_path``.
@@ -171,8 +171,8 @@ def fit(model: nn.Module, data: Data, p: config.Profile, state_path: Path, spec:
     if total < 1:
         raise ValueError(f"nothing to train: {total} optimizer steps")
     n_epochs = -(-total // spe)
-    ctx = distributed.context()
-    local = distributed.local_profile(p, ctx)
+    ctx = parallel.context()
+    local = parallel.local_profile(p, ctx)
     opt, sched = make_optimizer(model, p, total)
     run = _run_config(p, spec, total)
     if teacher is not None and p.kd_alpha > 0:
@@ -184,7 +184,7 @@ def fit(model: nn.Module, data: Data, p: config.Profile, state_path: Path, spec:
         if stop_after is not None and epoch >= stop_after:
             break
         g = torch.Generator().manual_seed(p.seed * 100_003 + epoch + 7_919 * ctx.rank)
-        train = data.train if ctx.world == 1 else distributed.shard(data.train, epoch, p.seed, ctx)
+        train = data.train if ctx.world == 1 else parallel.shard(data.train, epoch, p.seed, ctx)
         row = {"epoch": epoch + 1, **train_epoch(replica or model, train, opt, sched, local, g,
                                                   f"epoch {epoch + 1}/{n_epochs}",
                                                   max_steps=total - epoch * spe, teacher=teacher)}
@@ -201,7 +201,7 @@ def fit(model: nn.Module, data: Data, p: config.Profile, state_path: Path, spec:
             checkpoint.save({"kind": "train_state", "run": run, "history": history, "best": best,
                              "model": model.state_dict(), "optimizer": opt.state_dict(),
                              "scheduler": sched.state_dict()}, state_path)
-        distributed.barrier()
+        parallel.barrier()
     if best is not None and len(history) == n_epochs:
         model.load_state_dict(best["model"])
     return pd.DataFrame(history)

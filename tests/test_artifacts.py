@@ -78,3 +78,30 @@ def test_nothing_imports_results():
                     isinstance(node, ast.ImportFrom) and node.level == 1 and any(a.name == "results" for a in node.names):
                 importers.append(path.name)
     assert not importers, f"{importers} import results (the top of the stack, notebook 08 only)"
+
+
+def _helper_imports() -> dict[str, set[str]]:
+    """Module -> the helpers modules it imports, at the top or inside a function."""
+    names = {path.stem for path in HELPERS.glob("*.py")}
+    graph = {}
+    for path in HELPERS.glob("*.py"):
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                deps |= {node.module.split(".")[0]} if node.module else {a.name for a in node.names}
+        graph[path.stem] = deps & names
+    return graph
+
+
+def test_helpers_import_graph_is_layered():
+    graph, done = _helper_imports(), set()
+
+    def visit(module, path):
+        if module in path:
+            pytest.fail("import cycle: " + " -> ".join([*path, module]))
+        if module not in done:
+            for dep in graph[module]:
+                visit(dep, [*path, module])
+            done.add(module)
+    for module in graph:
+        visit(module, [])

@@ -31,20 +31,20 @@ def test_two_processes_train_write_one_checkpoint_lower_the_loss_and_resume(tmp_
 
 
 def test_a_batch_that_does_not_divide_over_the_processes_is_refused():
-    from helpers import distributed
+    from helpers import parallel
     p = config.get_profile("smoke")  # batch 32
-    assert distributed.local_profile(p, distributed.Context(1, 4)).batch_size == 8
+    assert parallel.local_profile(p, parallel.Context(1, 4)).batch_size == 8
     with pytest.raises(ValueError, match="batch size 32 does not divide over 3 processes: use a --nproc_per_node"):
-        distributed.local_profile(p, distributed.Context(0, 3))
+        parallel.local_profile(p, parallel.Context(0, 3))
 
 
 @pytest.mark.parametrize("world, rank", [(2, 0), (2, 1), (3, 2)])
 def test_shards_cover_the_split_and_change_every_epoch(world, rank):
     import torch
-    from helpers import data, distributed
+    from helpers import data, parallel
     split = data.Split(torch.zeros(10, 3, 32, 32, dtype=torch.uint8), torch.arange(10))
-    shards = [distributed.shard(split, 0, 0, distributed.Context(r, world)).y for r in range(world)]
+    shards = [parallel.shard(split, 0, 0, parallel.Context(r, world)).y for r in range(world)]
     assert sorted(set(torch.cat(shards).tolist())) == list(range(10))
     assert len({len(s) for s in shards}) == 1
-    ctx = distributed.Context(rank, world)
-    assert not torch.equal(distributed.shard(split, 0, 0, ctx).y, distributed.shard(split, 1, 0, ctx).y)
+    ctx = parallel.Context(rank, world)
+    assert not torch.equal(parallel.shard(split, 0, 0, ctx).y, parallel.shard(split, 1, 0, ctx).y)

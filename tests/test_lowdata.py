@@ -134,6 +134,14 @@ def test_seeds_needed_for_a_half_point_interval():
     assert stats.seeds_needed(0.5) == 7
 
 
+def test_select_best_reads_validation_of_finished_runs_only():
+    rows = pd.DataFrame({"status": ["ok", "ok", "diverged"], "val_acc": [50.0, 52.0, 90.0], "test_acc": [60.0, 1.0, 0.0]})
+    assert stats.select_best(rows)["val_acc"] == 52.0  # the diverged run's 90 and the test column are ignored
+    assert stats.select_best(rows.drop(columns="test_acc")).name == 1
+    with pytest.raises(ValueError, match="none with status ok"):
+        stats.select_best(rows[rows["status"] == "diverged"])
+
+
 def _aucs():
     rows = []
     for seed, (l, g) in enumerate([(30, 20), (32, 21), (31, 22)]):
