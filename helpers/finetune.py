@@ -26,12 +26,13 @@ def budget_steps(d: Data, p: config.Profile, epochs: float) -> int:
 
 
 def one_shot(pruned: nn.Module, d: Data, p: config.Profile, folder: Path, steps: int,
-             arch: str, teacher: nn.Module | None = None) -> tuple[nn.Module, pd.DataFrame]:
+             arch: str, teacher: nn.Module | None = None, label: str = "") -> tuple[nn.Module, pd.DataFrame]:
     """Fine-tune an already pruned model for ``steps`` optimizer steps (resumable), distilling
-    from ``teacher`` when ``p.kd_alpha > 0``; a diverged run raises ``DivergenceError``."""
+    from ``teacher`` when ``p.kd_alpha > 0``; a diverged run raises ``DivergenceError`` naming
+    the run (``label``, else the folder)."""
     spec = models.spec_of(pruned, arch)
     history = fit(pruned, d, p, Path(folder) / "train_state.pt", spec, max_steps=steps,
-                  teacher=teacher, guard=f"one-shot fine-tuning in {Path(folder).name}")
+                  teacher=teacher, guard=label or f"one-shot fine-tuning in {Path(folder).name}")
     return pruned, history.assign(stage=1)
 
 

@@ -129,7 +129,7 @@ NOTEBOOKS: dict[str, dict[str, Rule]] = {
         "routes_run": Rule(list, item=str, choices=ROUTES), "report_point": Rule(bool),
         "report_sparsity": fraction(open_low=True, **_OVERRIDE), "schedules": Rule(list, item=str, choices=SCHEDULES),
         "finetune_epochs": positive(float, **_OVERRIDE), "seeds": positive(int, **_OVERRIDE),
-        "compute_seeds": positive(int, **_OVERRIDE), "size_seeds": positive(int, **_OVERRIDE),
+        "compute_seeds": positive(int, **_OVERRIDE),
         "iterative_step": fraction(open_low=True, open_high=False, **_OVERRIDE),
         "ref_per_class": positive(int, optional=True)},
     "07_quantization": {**_PROFILE, "source": Rule(str), "calibration_batches": positive(int)},

@@ -75,10 +75,12 @@ def results_markdown(profile: str = "cpu") -> str:
     text = saved_section(folder, profile, "headline")
     if (folder / "results_headline.csv").exists():
         head = read_table(folder, "results_headline")
-        text += ("Every criterion removes as many filters as the original report's recipe (80 % weight "
-                 "sparsity, layer sparsity - 0.01), chosen by its own scores (global allocation), then "
-                 "is fine-tuned on the same optimizer-step budget, one-shot or iteratively; the best "
-                 "LRP run is then quantized. Test split; sizes in MB (10^6 bytes); latency on 2 CPU "
+        text += ("Secondary, the original report's operating point and table: every criterion gets the "
+                 "report's architecture (weights pruned globally by magnitude to 80 % sparsity, each "
+                 "layer's sparsity - 0.01 is its fraction of filters removed) and chooses within each "
+                 "layer by its own scores, then is fine-tuned one-shot with the recipe and budget of "
+                 "the headline; the LRP run best on validation is then quantized. Test split; sizes in "
+                 "MB (10^6 bytes); latency on 2 CPU "
                  f"threads. Full report: [figures/{profile}/REPORT.md](figures/{profile}/REPORT.md).\n\n" + tables.markdown(head) + "\n\n"
                  f"![accuracy against size and latency](figures/{profile}/results_pareto.png)\n\n")
     if (folder / "structured_speed_benchmark.csv").exists():

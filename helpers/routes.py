@@ -30,7 +30,7 @@ from torch import nn
 from . import (artifacts, checkpoint, config, criteria, finetune, measure, models, progress, pruning, quantization,
                scores, stats)
 from .data import Data, Split, class_balanced_sample, normalize
-from .training import DivergenceError, evaluate, fit, load_model, save_model
+from .training import DivergenceError, evaluate, load_model, save_model
 
 ROUTES = ("compute", "size", "combined")
 """The headline's routes (notebook 06's ``routes_run``); ``report`` and ``iterative`` are run apart."""
@@ -89,10 +89,7 @@ PREPARE = {"compute": structured, "size": masked, "combined": masked, "report": 
 def _prune_and_fit(name: str, start: nn.Module, s: dict, point: float, route: str, d: Data, p: config.Profile,
                    out: Path, steps: int, teacher: nn.Module | None, label: str):
     """One-shot: prune ``start`` by ``route`` at ``point`` and fine-tune ``steps`` steps."""
-    model = PREPARE[route](start, s, point, p)
-    history = fit(model, d, p, out / "train_state.pt", models.spec_of(model, p.arch),
-                  max_steps=steps, teacher=teacher, guard=label)
-    return model, history
+    return finetune.one_shot(PREPARE[route](start, s, point, p), d, p, out, steps, p.arch, teacher, label)
 
 
 def _iterate(name: str, start: nn.Module, s: dict, point: float, route: str, d: Data, p: config.Profile,

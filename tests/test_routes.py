@@ -52,7 +52,7 @@ def test_compute_route_removes_filters_and_resumes(trained, tmp_path, monkeypatc
     row = routes.run("compute", "lrp", 0.4, 0, model, s, d, p, tmp_path, 6, model)
     assert row["status"] == "ok" and row["filters_removed"] == pytest.approx(0.4, abs=0.01)
     assert row["compression_x"] > 1 and row["flops_x"] > 1 and row["steps"] == 6
-    monkeypatch.setattr(routes, "fit", lambda *a, **k: pytest.fail("a finished run must not train again"))
+    monkeypatch.setattr(routes.finetune, "fit", lambda *a, **k: pytest.fail("a finished run must not train again"))
     assert routes.run("compute", "lrp", 0.4, 0, model, s, d, p, tmp_path, 6, model) == row
     with pytest.raises(checkpoint.CheckpointError, match="delete its folder"):
         routes.run("compute", "lrp", 0.4, 0, model, s, d, dataclasses.replace(p, lr=0.5), tmp_path, 6, model)
