@@ -88,8 +88,15 @@ def latency(model: nn.Module, batch: int, input_size: int = 32, threads: int = 2
 
 def latency_pair(model: nn.Module, input_size: int = 32) -> dict:
     """Median CPU latency at batch 1 and batch 256, 2 threads, in milliseconds."""
-    return {"latency_b1_ms": 1e3 * latency(model, 1, input_size, repeats=30),
-            "latency_b256_ms": 1e3 * latency(model, 256, input_size, repeats=5)}
+    return latency_pairs({"model": model}, input_size)["model"]
+
+
+def latency_pairs(models: dict[Hashable, nn.Module], input_size: int = 32) -> dict[Hashable, dict]:
+    """:func:`latency_pair` of each model, all measured side by side (:func:`latency_side_by_side`),
+    so that a slow stretch of a shared machine hits every model alike and their ratios hold."""
+    b1 = latency_side_by_side(models, 1, input_size, repeats=30)
+    b256 = latency_side_by_side(models, 256, input_size, repeats=5)
+    return {name: {"latency_b1_ms": 1e3 * b1[name], "latency_b256_ms": 1e3 * b256[name]} for name in models}
 
 
 @torch.no_grad()

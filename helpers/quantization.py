@@ -264,12 +264,21 @@ def agreement(reference: torch.Tensor, other: torch.Tensor) -> dict:
 
 
 def measure_variant(name: str, model: nn.Module, split, p, reference: torch.Tensor, size_bytes: int) -> dict:
-    """Accuracy, loss, agreement with the float logits, size and latency of one variant."""
+    """Accuracy, loss, agreement with the float logits and file size of one variant."""
     out = logits(model, split, p)
     loss = torch.nn.functional.cross_entropy(out, split.y).item()
     acc = 100.0 * (out.argmax(1) == split.y).float().mean().item()
     return {"variant": name, "test_acc": acc, "test_loss": loss, **agreement(reference, out),
-            "size_MB": size_bytes / measure.MB, **measure.latency_pair(model, p.input_size)}
+            "size_MB": size_bytes / measure.MB}
+
+
+def measure_variants(nets: dict[str, nn.Module], files: dict[str, int], split, p, reference: torch.Tensor) -> pd.DataFrame:
+    """:func:`measure_variant` of every variant (``files``: its file size in bytes), with latencies
+    measured side by side (:func:`helpers.measure.latency_pairs`): on a shared machine the
+    speed-ups hold even when its speed drifts between one variant and the next."""
+    rows = [measure_variant(n, m, split, p, reference, files[n]) for n, m in nets.items()]
+    latency = measure.latency_pairs(nets, p.input_size)
+    return pd.DataFrame([{**row, **latency[row["variant"]]} for row in rows])
 
 
 def calibration_batches(d, p, n: int) -> list[torch.Tensor]:

@@ -37,14 +37,12 @@ def load_tables(p: config.Profile) -> dict[str, pd.DataFrame]:
 def latencies(p: config.Profile, runs: pd.DataFrame) -> pd.DataFrame:
     """CPU latency (2 threads) of each criterion's fine-tuned model at the report's operating
     point (``runs``: :func:`helpers.routes.load_report_runs`; its first seed's model: seeds
-    differ in which filters go, not in the architecture), measured now."""
-    baseline, _ = load_artifact(artifacts.baseline(p))
-    rows = [{"criterion": "baseline", **measure.latency_pair(baseline, p.input_size)}]
+    differ in which filters go, not in the architecture), measured now, side by side."""
+    nets = {"baseline": load_artifact(artifacts.baseline(p))[0]}
     ok = runs[runs["status"] == "ok"]
     for r in ok.sort_values("seed", kind="stable").drop_duplicates("criterion").itertuples():
-        model, _ = load_artifact(artifacts.finetuned_model(p, r.run))
-        rows.append({"criterion": r.criterion, **measure.latency_pair(model, p.input_size)})
-    return pd.DataFrame(rows)
+        nets[r.criterion] = load_artifact(artifacts.finetuned_model(p, r.run))[0]
+    return pd.DataFrame([{"criterion": n, **t} for n, t in measure.latency_pairs(nets, p.input_size).items()])
 
 
 def report_format(t: dict[str, pd.DataFrame], lat: pd.DataFrame) -> pd.DataFrame:

@@ -220,6 +220,16 @@ def test_latency_side_by_side_times_every_model():
     assert set(t) == {"a", "b"} and all(v > 0 for v in t.values())
 
 
+def test_latency_pairs_time_all_models_in_the_same_interleaved_rounds(monkeypatch):
+    calls = []
+    monkeypatch.setattr(measure, "latency_side_by_side",
+                        lambda models, batch, size, repeats: calls.append((sorted(models), batch)) or
+                        {n: 0.001 * batch for n in models})
+    got = measure.latency_pairs({"a": None, "b": None})
+    assert calls == [(["a", "b"], 1), (["a", "b"], 256)]  # one call per batch size, every model in it
+    assert got["a"] == {"latency_b1_ms": 1.0, "latency_b256_ms": 256.0} and set(got) == {"a", "b"}
+
+
 def test_speed_benchmark_command_prints_the_table_and_the_verdict(capsys):
     from helpers import benchmark
     bench = benchmark.main(["--width", "0.0625"])
