@@ -116,8 +116,8 @@ _TUPLES = {  # tuple field -> (item type, lowest, highest, lowest excluded, high
     "headline_fractions": ((int, float), 0, 1, True, True),
     "headline_sparsities": ((int, float), 0, 1, True, True),
 }
-_NON_NEGATIVE = ("val_per_class", "compute_seeds", "size_seeds", "warmup", "momentum", "weight_decay", "label_smoothing", "seed", "kd_alpha",
-                 "synthetic_train_per_class", "synthetic_test_per_class")
+_NON_NEGATIVE = ("val_per_class", "compute_seeds", "size_seeds", "warmup", "momentum", "weight_decay", "label_smoothing",
+                 "seed", "kd_alpha", "synthetic_train_per_class", "synthetic_test_per_class")
 
 PROFILES: dict[str, dict] = {
     # CI and nbval: a generated dataset in the official format, a narrow net, one epoch.

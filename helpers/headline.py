@@ -138,9 +138,10 @@ def section(head: pd.DataFrame, pairs: pd.DataFrame, lines: list[str], base: dic
         f"Baseline {p.arch} (width {p.width:g}): test accuracy {base['test_acc']:.2f} %, "
         f"{int(base['parameters']):,} parameters, {base['size_MB']:.2f} MB. Every fine-tuned run: "
         f"{p.finetune_epochs:g} epochs of optimizer steps with the recipe chosen on validation; "
-        f"{p.seeds} seeds per point" + seeds_note(p) + ". The point is located on validation accuracy (mean over seeds), the "
-        "table reports test accuracy there. Compression: file size (int8, sparse, LZMA) on the size "
-        "and combined routes, parameters on the compute route. A dash: no point tried stays within 1 point.",
+        f"{p.seeds} seeds per point" + seeds_note(p) + ". The point is located on validation accuracy "
+        "(mean over seeds), the table reports test accuracy there. Compression: file size (int8, sparse, "
+        "LZMA) on the size and combined routes, parameters on the compute route. A dash: no point tried "
+        "stays within 1 point.",
         "", tables.markdown(head), "",
         "![accuracy against compression, per route](headline.png)", "",
         "LRP minus each criterion, test accuracy, paired by seed (95 % interval):", "",

@@ -272,7 +272,8 @@ def measure_variant(name: str, model: nn.Module, split, p, reference: torch.Tens
             "size_MB": size_bytes / measure.MB}
 
 
-def measure_variants(nets: dict[str, nn.Module], files: dict[str, int], split, p, reference: torch.Tensor) -> pd.DataFrame:
+def measure_variants(nets: dict[str, nn.Module], files: dict[str, int], split, p,
+                     reference: torch.Tensor) -> pd.DataFrame:
     """:func:`measure_variant` of every variant (``files``: its file size in bytes), with latencies
     measured side by side (:func:`helpers.measure.latency_pairs`): on a shared machine the
     speed-ups hold even when its speed drifts between one variant and the next."""
