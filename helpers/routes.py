@@ -135,29 +135,29 @@ def run(route: str, name: str, point: float, seed: int, start: nn.Module, s: dic
         checkpoint.save_json(row, out / "result.json")
         return row
     last = history[history["stage"] == history["stage"].max()] if "stage" in history else history
-    known = {"val": float(last["val_acc"].max())} if MEASURE[route] in (measure_compute, measure_report) else {}  # int8: anew
+    known = {} if MEASURE[route] is measure_size else {"val": float(last["val_acc"].max())}  # int8: measured anew
     row.update(status="ok", train_s=float(history["epoch_s"].sum()), **MEASURE[route](model, d, p, baseline, out, **known))
     checkpoint.save_json(row, out / "result.json")
     return row
 
 
 def measure_compute(model: nn.Module, d: Data, p: config.Profile, baseline: nn.Module, out: Path,
-                    val: float | None = None) -> dict:
+                    val: float | None = None, loss: bool = False) -> dict:
     """Validation (``val`` when the training history already holds it) and test accuracy of
-    the fine-tuned structured model, its parameters, FLOPs and their reduction factors; the
-    model is saved (the combined route starts from it)."""
+    the fine-tuned structured model (and its test loss, with ``loss``), its parameters, FLOPs
+    and their reduction factors; the model is saved (the combined route starts from it)."""
     save_model(model, models.spec_of(model, p.arch), out / "model.pt", p)
+    test = evaluate(model, d.test, p.eval_batch_size, p.input_size)
     return {"val_acc": evaluate(model, d.val, p.eval_batch_size, p.input_size)["acc"] if val is None else val,
-            "test_acc": evaluate(model, d.test, p.eval_batch_size, p.input_size)["acc"],
-            "filters_removed": pruning.filters_removed(baseline, pruning.kept_filters(model)),
-            **measure.cost(model, p.input_size, baseline), "size_bytes": measure.size_on_disk(model)["bytes"]}
+            "test_acc": test["acc"], "filters_removed": pruning.filters_removed(baseline, pruning.kept_filters(model)),
+            **measure.cost(model, p.input_size, baseline), "size_bytes": measure.size_on_disk(model)["bytes"],
+            **({"test_loss": test["loss"]} if loss else {})}
 
 
 def measure_report(model: nn.Module, d: Data, p: config.Profile, baseline: nn.Module, out: Path,
                    val: float | None = None) -> dict:
-    """:func:`measure_compute` and the test loss (the original report's table has it)."""
-    loss = evaluate(model, d.test, p.eval_batch_size, p.input_size)["loss"]
-    return {**measure_compute(model, d, p, baseline, out, val), "test_loss": loss}
+    """:func:`measure_compute` with the test loss (the original report's table has it)."""
+    return measure_compute(model, d, p, baseline, out, val, loss=True)
 
 
 def measure_size(model: nn.Module, d: Data, p: config.Profile, baseline: nn.Module, out: Path) -> dict:
