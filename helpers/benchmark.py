@@ -2,19 +2,24 @@
 
 Models pruned uniformly to about half the FLOPs are timed side by side with their baseline
 (2 threads, interleaved rounds, medians), as trained and with BatchNorm folded. The command
-line (``python -m helpers.benchmark``) runs it on a freshly initialised VGG-16-BN, without data.
+line (``python -m helpers.benchmark``) runs it on a freshly initialised VGG-16-BN, without data;
+``--training`` times a training step instead, contiguous against channels-last convolutions.
 """
 from __future__ import annotations
 
 import argparse
+import statistics
+import time
 
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from . import measure, models, pruning
 from .criteria import weight_magnitude
 from .report import speed_finding
+from .training import distillation_loss
 
 
 def half_flops_model(model: nn.Module, filter_scores: dict, input_size: int,
@@ -81,15 +86,74 @@ def untrained_speed_benchmark(input_size: int, seed: int = 0, width: float = 1.0
     return speed_benchmark(model, pruned, input_size, label=f"VGG-16-BN width {width} (untrained)")
 
 
+def _training_step(model: nn.Module, opt, x: torch.Tensor, y: torch.Tensor, teacher: nn.Module | None) -> None:
+    """One SGD step of the series' loss: labels, or distillation from ``teacher`` (alpha 0.9, T 4)."""
+    out = model(x)
+    if teacher is None:
+        loss = F.cross_entropy(out, y)
+    else:
+        with torch.no_grad():
+            soft = teacher(x)
+        loss = distillation_loss(out, soft, y, 4.0, 0.9)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
+def training_step_benchmark(width: float = 0.25, input_size: int = 32, batch: int = 128,
+                            rounds: int = 7, steps: int = 3, seed: int = 0) -> pd.DataFrame:
+    """Seconds per training step of VGG-16-BN (``width``) on 2 threads, with contiguous weights
+    and with channels-last ones (:func:`models.channels_last`, what training uses), for the
+    label loss and for distillation (a teacher of the same shape). Identical seeded networks
+    are timed in interleaved rounds of ``steps`` steps (medians, the first round dropped)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    gen = torch.Generator().manual_seed(seed)
+    x, y = torch.randn(batch, 3, input_size, input_size, generator=gen), torch.randint(0, 100, (batch,), generator=gen)
+    rows = []
+    try:
+        for loss in ("labels", "distillation"):
+            nets = {}
+            for layout in ("contiguous", "channels-last"):
+                torch.manual_seed(seed)
+                student, teacher = (models.build_model(models.vgg16_bn_spec(width)) for _ in range(2))
+                opt = torch.optim.SGD(student.parameters(), lr=0.01, momentum=0.9, nesterov=True)
+                nets[layout] = (student.train(), opt, teacher.eval() if loss == "distillation" else None)
+            times = {layout: [] for layout in nets}
+            with models.channels_last(*nets["channels-last"][::2]):
+                for _ in range(rounds):
+                    for layout, (student, opt, teacher) in nets.items():
+                        start = time.perf_counter()
+                        for _ in range(steps):
+                            _training_step(student, opt, x, y, teacher)
+                        times[layout].append((time.perf_counter() - start) / steps)
+            t = {layout: statistics.median(v[1:]) for layout, v in times.items()}
+            rows.append({"width": width, "batch": batch, "loss": loss, "contiguous_s": t["contiguous"],
+                         "channels_last_s": t["channels-last"], "channels_last_img_per_s": batch / t["channels-last"],
+                         "speedup": t["contiguous"] / t["channels-last"]})
+    finally:
+        torch.set_num_threads(old)
+    return pd.DataFrame(rows)
+
+
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     """``python -m helpers.benchmark``: the speed benchmark alone, printed (about a minute)."""
     parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--width", type=float, default=1.0, help="VGG-16-BN width multiplier (default 1.0)")
+    parser.add_argument("--width", type=float, default=None,
+                        help="VGG-16-BN width multiplier (default 1.0; with --training 0.25, the cpu profile's)")
     parser.add_argument("--input-size", type=int, default=32, help="image side in pixels (default 32)")
+    parser.add_argument("--training", action="store_true",
+                        help="time training steps, contiguous against channels-last weights, instead")
     args = parser.parse_args(argv)
+    if args.width is None:
+        args.width = 0.25 if args.training else 1.0
     if not 0 < args.width <= 4 or args.input_size < 32:
         parser.error(f"need 0 < --width <= 4 and --input-size >= 32 (five 2x poolings), "
                      f"got --width {args.width} --input-size {args.input_size}")
+    if args.training:
+        bench = training_step_benchmark(args.width, args.input_size)
+        print(bench.round(3).to_string(index=False))
+        return bench
     bench = untrained_speed_benchmark(args.input_size, width=args.width)
     print(bench.round(3).to_string(index=False))
     print(speed_finding(bench))

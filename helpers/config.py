@@ -64,6 +64,7 @@ class Profile:
     recipe_fraction: float = 0.3       # the recipe is chosen on LRP's network at this fraction of filters removed
     headline_fractions: tuple = (0.15, 0.3)  # compute route: fractions of filters removed
     headline_sparsities: tuple = (0.7, 0.75, 0.8)  # size route: global weight sparsities
+    sweep_stop_points: float = 10.0    # a criterion this far below the baseline (first seed) skips larger points; 0: never
     report_sparsity: float = 0.8       # the report's allocation: weights pruned globally to this sparsity ...
     report_margin: float = 0.01        # ... and each layer's sparsity minus this is its fraction of filters removed
     iterative_step: float = 0.05       # fraction of the original filters removed per iterative step
@@ -116,8 +117,8 @@ _TUPLES = {  # tuple field -> (item type, lowest, highest, lowest excluded, high
     "headline_fractions": ((int, float), 0, 1, True, True),
     "headline_sparsities": ((int, float), 0, 1, True, True),
 }
-_NON_NEGATIVE = ("val_per_class", "compute_seeds", "size_seeds", "warmup", "momentum", "weight_decay", "label_smoothing",
-                 "seed", "kd_alpha", "synthetic_train_per_class", "synthetic_test_per_class")
+_NON_NEGATIVE = ("val_per_class", "sweep_stop_points", "compute_seeds", "size_seeds", "warmup", "momentum",
+                 "weight_decay", "label_smoothing", "seed", "kd_alpha", "synthetic_train_per_class", "synthetic_test_per_class")
 
 PROFILES: dict[str, dict] = {
     # CI and nbval: a generated dataset in the official format, a narrow net, one epoch.

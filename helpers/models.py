@@ -7,6 +7,7 @@ ImageNet weights load into the full-width torchvision form unchanged.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 from pathlib import Path
@@ -152,6 +153,32 @@ def device_of(model: nn.Module) -> torch.device:
     """Where ``model``'s parameters live (CPU for a model without parameters)."""
     first = next(model.parameters(), None)
     return first.device if first is not None else torch.device("cpu")
+
+
+def _is_channels_last(module: nn.Module) -> bool:
+    """Whether ``module``'s first 4-d parameter (a convolution's weight) is stored channels-last."""
+    w = next((q for q in module.parameters() if q.dim() == 4), None)
+    return w is not None and w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
+
+
+@contextlib.contextmanager
+def channels_last(*modules: nn.Module | None):
+    """Convolution weights stored channels-last (NHWC) while the block runs, then contiguous again.
+
+    oneDNN's CPU convolutions run about 1.3x faster in that layout for this network (training
+    steps with and without distillation; ``python -m helpers.benchmark --training`` measures it
+    side by side). Values are unchanged; only the kernels' summation order differs (float32
+    rounding). ``None`` entries are skipped; a module already channels-last is left as it is, so
+    the manager nests (evaluation inside training).
+    """
+    changed = [m for m in modules if m is not None and not _is_channels_last(m)]
+    for m in changed:
+        m.to(memory_format=torch.channels_last)
+    try:
+        yield
+    finally:
+        for m in changed:
+            m.to(memory_format=torch.contiguous_format)
 
 
 def cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -14,7 +14,7 @@ from torch import nn
 
 from . import checkpoint, config, parallel, progress
 from .data import Data, Split, batches
-from .models import ModelError, cpu_state, device_of, model_from_state
+from .models import ModelError, channels_last, cpu_state, device_of, model_from_state
 
 
 class DivergenceError(RuntimeError):
@@ -57,13 +57,14 @@ def evaluate(model: nn.Module, split: Split, batch_size: int = 500, size: int = 
     dev = device_of(model)
     model.eval()
     correct, loss, n = 0, 0.0, 0
-    for x, y in batches(split, batch_size, size):
-        x, y = x.to(dev), y.to(dev)
-        with _autocast(dev):
-            out = model(x)
-        loss += F.cross_entropy(out.float(), y, reduction="sum").item()
-        correct += (out.argmax(1) == y).sum().item()
-        n += len(y)
+    with channels_last(model):
+        for x, y in batches(split, batch_size, size):
+            x, y = x.to(dev), y.to(dev)
+            with _autocast(dev):
+                out = model(x)
+            loss += F.cross_entropy(out.float(), y, reduction="sum").item()
+            correct += (out.argmax(1) == y).sum().item()
+            n += len(y)
     return {"acc": 100.0 * correct / n, "loss": loss / n}
 
 
@@ -180,28 +181,32 @@ def fit(model: nn.Module, data: Data, p: config.Profile, state_path: Path, spec:
         teacher.eval()
     state = _resume(state_path, run, model, opt, sched)
     history, best = state["history"], state["best"]
-    for epoch in range(len(history), n_epochs):
-        if stop_after is not None and epoch >= stop_after:
-            break
-        g = torch.Generator().manual_seed(p.seed * 100_003 + epoch + 7_919 * ctx.rank)
-        train = data.train if ctx.world == 1 else parallel.shard(data.train, epoch, p.seed, ctx)
-        row = {"epoch": epoch + 1, **train_epoch(replica or model, train, opt, sched, local, g,
-                                                  f"epoch {epoch + 1}/{n_epochs}",
-                                                  max_steps=total - epoch * spe, teacher=teacher)}
-        val = evaluate(model, data.val, p.eval_batch_size, p.input_size)
-        row.update(val_loss=val["loss"], val_acc=val["acc"], lr=sched.get_last_lr()[0])
-        if guard:
-            check_diverged(guard, row["epoch"], row["train_loss"], row["val_acc"])
-        history.append(row)
-        progress.line(f"{Path(state_path).parent.name}: epoch {row['epoch']}/{n_epochs}, validation {row['val_acc']:.1f} %")
-        if best is None or row["val_acc"] > best["val_acc"]:
-            best = {"epoch": row["epoch"], "val_acc": row["val_acc"],
-                    "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
-        if ctx.main:
-            checkpoint.save({"kind": "train_state", "run": run, "history": history, "best": best,
-                             "model": model.state_dict(), "optimizer": opt.state_dict(),
-                             "scheduler": sched.state_dict()}, state_path)
-        parallel.barrier()
+    # channels-last convolutions (about 1.3x faster); not under DistributedDataParallel, whose
+    # gradient buckets are laid out for the parameters' layout at construction
+    with channels_last(*((model, teacher) if replica is None else ())):
+        for epoch in range(len(history), n_epochs):
+            if stop_after is not None and epoch >= stop_after:
+                break
+            g = torch.Generator().manual_seed(p.seed * 100_003 + epoch + 7_919 * ctx.rank)
+            train = data.train if ctx.world == 1 else parallel.shard(data.train, epoch, p.seed, ctx)
+            row = {"epoch": epoch + 1, **train_epoch(replica or model, train, opt, sched, local, g,
+                                                      f"epoch {epoch + 1}/{n_epochs}",
+                                                      max_steps=total - epoch * spe, teacher=teacher)}
+            val = evaluate(model, data.val, p.eval_batch_size, p.input_size)
+            row.update(val_loss=val["loss"], val_acc=val["acc"], lr=sched.get_last_lr()[0])
+            if guard:
+                check_diverged(guard, row["epoch"], row["train_loss"], row["val_acc"])
+            history.append(row)
+            progress.line(f"{Path(state_path).parent.name}: epoch {row['epoch']}/{n_epochs}, "
+                          f"validation {row['val_acc']:.1f} %")
+            if best is None or row["val_acc"] > best["val_acc"]:
+                best = {"epoch": row["epoch"], "val_acc": row["val_acc"],
+                        "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+            if ctx.main:
+                checkpoint.save({"kind": "train_state", "run": run, "history": history, "best": best,
+                                 "model": model.state_dict(), "optimizer": opt.state_dict(),
+                                 "scheduler": sched.state_dict()}, state_path)
+            parallel.barrier()
     if best is not None and len(history) == n_epochs:
         model.load_state_dict(best["model"])
     return pd.DataFrame(history)

@@ -201,3 +201,33 @@ def test_cosine_schedule_warms_up_linearly_then_decays():
     none = config.get_profile("smoke", schedule="cosine", lr=0.1, warmup=0.0)
     opt, _ = training.make_optimizer(torch.nn.Linear(2, 2), none, 10)
     assert opt.param_groups[0]["lr"] == pytest.approx(0.1)
+
+
+def _layout(model):
+    return [w.is_contiguous() for w in model.parameters() if w.dim() == 4]
+
+
+def test_channels_last_changes_the_layout_not_the_values_and_nests():
+    torch.manual_seed(0)
+    model = models.build_model(models.vgg16_bn_spec(0.125)).eval()
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        reference = model(x)
+    with models.channels_last(model, None):
+        assert not any(_layout(model))  # every conv weight NHWC
+        with models.channels_last(model):  # nested: already channels-last, left alone on exit
+            pass
+        assert not any(_layout(model))
+        with torch.no_grad():
+            torch.testing.assert_close(model(x), reference, rtol=1e-4, atol=1e-5)  # float32 rounding only
+    assert all(_layout(model))
+
+
+def test_fit_and_evaluate_leave_the_model_contiguous(quick, tmp_path, monkeypatch):
+    d, model, spec = _setup(quick)
+    seen, real = [], training.train_epoch
+    monkeypatch.setattr(training, "train_epoch", lambda m, *a, **k: seen.append(_layout(m)) or real(m, *a, **k))
+    training.fit(model, d, quick, tmp_path / "s.pt", spec)
+    assert seen and not any(any(s) for s in seen)  # trained channels-last ...
+    training.evaluate(model, d.val)
+    assert all(_layout(model))  # ... and handed back contiguous, as saved
