@@ -165,7 +165,7 @@ def _is_channels_last(module: nn.Module) -> bool:
 def channels_last(*modules: nn.Module | None):
     """Convolution weights stored channels-last (NHWC) while the block runs, then contiguous again.
 
-    oneDNN's CPU convolutions run about 1.3x faster in that layout for this network (training
+    oneDNN's CPU convolutions run about 1.2x faster in that layout for this network (training
     steps with and without distillation; ``python -m helpers.benchmark --training`` measures it
     side by side). Values are unchanged; only the kernels' summation order differs (float32
     rounding). ``None`` entries are skipped; a module already channels-last is left as it is, so

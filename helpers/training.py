@@ -181,7 +181,7 @@ def fit(model: nn.Module, data: Data, p: config.Profile, state_path: Path, spec:
         teacher.eval()
     state = _resume(state_path, run, model, opt, sched)
     history, best = state["history"], state["best"]
-    # channels-last convolutions (about 1.3x faster); not under DistributedDataParallel, whose
+    # channels-last convolutions (about 1.2x faster); not under DistributedDataParallel, whose
     # gradient buckets are laid out for the parameters' layout at construction
     with channels_last(*((model, teacher) if replica is None else ())):
         for epoch in range(len(history), n_epochs):
