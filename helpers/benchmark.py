@@ -8,18 +8,19 @@ line (``python -m helpers.benchmark``) runs it on a freshly initialised VGG-16-B
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import time
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from . import measure, models, pruning
+from . import config, measure, models, pruning
 from .criteria import weight_magnitude
 from .report import speed_finding
-from .training import distillation_loss
+from .distillation import teacher_logits
+from .training import train_step
 
 
 def half_flops_model(model: nn.Module, filter_scores: dict, input_size: int,
@@ -86,26 +87,15 @@ def untrained_speed_benchmark(input_size: int, seed: int = 0, width: float = 1.0
     return speed_benchmark(model, pruned, input_size, label=f"VGG-16-BN width {width} (untrained)")
 
 
-def _training_step(model: nn.Module, opt, x: torch.Tensor, y: torch.Tensor, teacher: nn.Module | None) -> None:
-    """One SGD step of the series' loss: labels, or distillation from ``teacher`` (alpha 0.9, T 4)."""
-    out = model(x)
-    if teacher is None:
-        loss = F.cross_entropy(out, y)
-    else:
-        with torch.no_grad():
-            soft = teacher(x)
-        loss = distillation_loss(out, soft, y, 4.0, 0.9)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
-
-
 def training_step_benchmark(width: float = 0.25, input_size: int = 32, batch: int = 128,
                             rounds: int = 7, steps: int = 3, seed: int = 0) -> pd.DataFrame:
     """Seconds per training step of VGG-16-BN (``width``) on 2 threads, with contiguous weights
     and with channels-last ones (:func:`models.channels_last`, what training uses), for the
     label loss and for distillation (a teacher of the same shape). Identical seeded networks
-    are timed in interleaved rounds of ``steps`` steps (medians, the first round dropped)."""
+    are timed in interleaved rounds of ``steps`` steps (medians, the first round dropped): the
+    series' own step (:func:`training.train_step`), distillation with the teacher's forward pass
+    in every step (what a run costs without the per-seed cache of :mod:`helpers.distillation`)."""
+    profile = dataclasses.replace(config.get_profile("cpu"), kd_alpha=0.9)  # labels: no teacher given
     old = torch.get_num_threads()
     torch.set_num_threads(2)
     gen = torch.Generator().manual_seed(seed)
@@ -125,7 +115,7 @@ def training_step_benchmark(width: float = 0.25, input_size: int = 32, batch: in
                     for layout, (student, opt, teacher) in nets.items():
                         start = time.perf_counter()
                         for _ in range(steps):
-                            _training_step(student, opt, x, y, teacher)
+                            train_step(student, opt, x, y, profile, None if teacher is None else teacher_logits(teacher, x))
                         times[layout].append((time.perf_counter() - start) / steps)
             t = {layout: statistics.median(v[1:]) for layout, v in times.items()}
             rows.append({"width": width, "batch": batch, "loss": loss, "contiguous_s": t["contiguous"],

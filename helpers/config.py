@@ -77,6 +77,7 @@ class Profile:
     lowdata_sparsities: tuple = (0.2, 0.5, 0.8)      # notebook 05: unstructured sparsities
     lowdata_eval_per_class: int = 3                # notebook 05: validation images per class in each half
     lowdata_recal_batches: int = 2                 # notebook 05: training batches per BatchNorm recalibration
+    series_minutes: float = 0.0        # wall-time target of the whole series from scratch (REPORT.md); 0: none
 
     def __post_init__(self):
         validate(self)
@@ -117,7 +118,7 @@ _TUPLES = {  # tuple field -> (item type, lowest, highest, lowest excluded, high
     "headline_fractions": ((int, float), 0, 1, True, True),
     "headline_sparsities": ((int, float), 0, 1, True, True),
 }
-_NON_NEGATIVE = ("val_per_class", "sweep_stop_points", "compute_seeds", "size_seeds", "warmup", "momentum",
+_NON_NEGATIVE = ("val_per_class", "sweep_stop_points", "series_minutes", "compute_seeds", "size_seeds", "warmup", "momentum",
                  "weight_decay", "label_smoothing", "seed", "kd_alpha", "synthetic_train_per_class", "synthetic_test_per_class")
 
 PROFILES: dict[str, dict] = {
@@ -130,7 +131,7 @@ PROFILES: dict[str, dict] = {
                   lowdata_ref_sizes=(1, 2), lowdata_seeds=2, lowdata_fractions=(0.1, 0.3),
                   lowdata_sparsities=(0.3, 0.6), lowdata_eval_per_class=1, lowdata_recal_batches=2),
     # The default: real CIFAR-100 on 2 CPU cores, VGG-16-BN at width 0.25.
-    "cpu": dict(compute_seeds=5, size_seeds=4),
+    "cpu": dict(compute_seeds=5, size_seeds=4, series_minutes=150.0),
     # A GPU machine with internet: the original report's torchvision VGG-16 setup.
     "paper": dict(arch="vgg16", pretrained=True, input_size=64, width=1.0, epochs=20,
                   batch_size=64, lr=0.01, weight_decay=5e-4, schedule="cosine",

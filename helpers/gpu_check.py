@@ -53,7 +53,7 @@ def training_throughput(dev: torch.device, width: float = 1.0, batch: int = 128,
     _sync(dev)
     start = time.perf_counter()
     for _ in range(steps):
-        with training._autocast(dev):  # the series' own: bf16 on CUDA
+        with models.autocast(dev):  # the series' own: bf16 on CUDA
             loss = F.cross_entropy(model(x).float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()

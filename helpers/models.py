@@ -155,6 +155,11 @@ def device_of(model: nn.Module) -> torch.device:
     return first.device if first is not None else torch.device("cpu")
 
 
+def autocast(dev: torch.device):
+    """bf16 autocast on CUDA (training and evaluation); a no-op elsewhere."""
+    return torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda")
+
+
 def _is_channels_last(module: nn.Module) -> bool:
     """Whether ``module``'s first 4-d parameter (a convolution's weight) is stored channels-last."""
     w = next((q for q in module.parameters() if q.dim() == 4), None)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import signal
 import sys
 import time
 from pathlib import Path
@@ -98,19 +99,54 @@ def _announce(name: str):
     return on_cell_execute
 
 
-def run_one(nb: Path, out_dir: Path, profile: str, parameters: dict) -> float:
-    """Execute ``nb`` into ``out_dir`` with the parameters it declares; return seconds taken.
+def run_one(nb: Path, out_dir: Path, profile: str, parameters: dict) -> None:
+    """Execute ``nb`` into ``out_dir`` with the parameters it declares.
 
     The kernel gets ``$TQDM_DISABLE`` (no progress widgets stored in the notebook) and
     ``$LRP_PROGRESS`` (long loops print progress lines to this terminal instead)."""
     import papermill as pm
     given = given_parameters(declared_parameters(nb), profile, parameters)
-    start = time.perf_counter()
     with mock.patch.dict(os.environ, {"TQDM_DISABLE": "1", progress.ENV: nb.stem}):
         pm.execute_notebook(str(nb), str(out_dir / nb.name), parameters=given, cwd=str(nb.parent),
                             progress_bar=False, log_output=False, kernel_manager_class=IPCKernelManager,
                             on_cell_execute=_announce(nb.stem))
-    return time.perf_counter() - start
+
+
+def run_timed(nb: Path, out_dir: Path, profile: str, parameters: dict, record: Path) -> float:
+    """:func:`run_one`, its wall time appended to ``record`` whether it finishes, fails or is
+    interrupted (then re-raised; a failing cell as ``SystemExit`` naming notebook and cell)."""
+    import papermill as pm
+    start = time.perf_counter()
+    try:
+        run_one(nb, out_dir, profile, parameters)
+    except BaseException as err:  # a failure, Ctrl-C or SIGTERM: the time it cost is kept
+        record_time(record, nb.name, time.perf_counter() - start, finished=False)
+        if isinstance(err, pm.PapermillExecutionError):
+            raise SystemExit(f"FAILED: {nb.name}, cell {err.cell_index} (execution count "
+                             f"{err.exec_count}): {err.ename}: {err.evalue}\n"
+                             f"executed copy with the traceback (not published): {out_dir / nb.name}") from None
+        raise
+    seconds = time.perf_counter() - start
+    record_time(record, nb.name, seconds, finished=True)
+    return seconds
+
+
+def load_times(path: Path) -> dict[str, list[dict]]:
+    """Notebook -> its recorded invocations (``seconds``, ``finished``, ``ended``), oldest first;
+    empty when nothing was recorded. The earlier format (one number per notebook, the wall
+    time of its last finished invocation) reads as one finished invocation."""
+    times = checkpoint.load_json(path) if Path(path).exists() else {}
+    return {name: v if isinstance(v, list) else [{"seconds": float(v), "finished": True, "ended": ""}]
+            for name, v in times.items()}
+
+
+def record_time(path: Path, name: str, seconds: float, finished: bool) -> None:
+    """Append one invocation of notebook ``name`` to the record at ``path`` (atomically). Failed
+    and interrupted invocations are kept with ``finished`` false: a series run in parts, or
+    resumed after an interruption, adds up to what it cost."""
+    times = load_times(path)
+    entry = {"seconds": round(seconds, 1), "finished": finished, "ended": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    checkpoint.save_json({**times, name: [*times.get(name, []), entry]}, path)
 
 
 KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
@@ -151,9 +187,9 @@ def _progress_only(output) -> bool:
 def run_all(profile: str, only: list[str] | None = None, parameters: dict | None = None,
             folder: Path = config.NOTEBOOKS_DIR) -> dict:
     """Run the notebooks of ``folder`` (or those whose name starts with one of ``only``) in
-    order, publishing each as it completes; returns the wall time of each, also saved to
-    ``artifacts/<profile>/notebook_times.json``."""
-    import papermill as pm
+    order, publishing each as it completes; returns the wall time of each finished one. Every
+    invocation, finished or not, is appended to ``artifacts/<profile>/notebook_times.json``
+    (:func:`record_time`)."""
     p = config.get_profile(profile)
     parameters = parameters or {}
     selected = select(folder, only)
@@ -163,19 +199,10 @@ def run_all(profile: str, only: list[str] | None = None, parameters: dict | None
     times, record = {}, artifacts.notebook_times(p).path
     for nb in selected:
         print(f"[{profile}] running {nb.name} ...", flush=True)
-        try:
-            times[nb.name] = run_one(nb, out_dir, profile, parameters)
-        except pm.PapermillExecutionError as err:
-            raise SystemExit(f"FAILED: {nb.name}, cell {err.cell_index} (execution count "
-                             f"{err.exec_count}): {err.ename}: {err.evalue}\n"
-                             f"executed copy with the traceback (not published): {out_dir / nb.name}") from None
+        times[nb.name] = run_timed(nb, out_dir, profile, parameters, record)
         publish(out_dir / nb.name, p.figures / "notebooks")
         print(f"[{profile}] {nb.name} done in {times[nb.name]:.0f} s; largest kernel so far "
               f"{peak_memory_gib():.2f} GiB resident", flush=True)
-        # after every notebook, so an interrupted series keeps the times it measured;
-        # a partial run updates its notebooks' entries only
-        earlier = checkpoint.load_json(record) if record.exists() else {}
-        checkpoint.save_json({**earlier, nb.name: times[nb.name]}, record)
     return times
 
 
@@ -211,6 +238,12 @@ Notebook parameters:
 """
 
 
+def _interrupt(signum, frame):
+    """SIGTERM (``kill``, a scheduler's time limit) stops the run like Ctrl-C, so that the
+    running notebook's time is recorded before the runner exits."""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=EPILOG,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -228,6 +261,7 @@ def main(argv=None) -> None:
     if args.profile not in config.PROFILES:
         ap.error(f"unknown profile {args.profile!r}; valid profiles: {', '.join(config.PROFILES)}")
     import yaml
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         run_all(args.profile, args.only, {name: yaml.safe_load(value) for name, value in args.parameter})
     except (RunError, yaml.YAMLError) as err:

@@ -14,24 +14,13 @@ from torch import nn
 
 from . import checkpoint, config, parallel, progress
 from .data import Data, Split, batches
-from .models import ModelError, channels_last, cpu_state, device_of, model_from_state
+from .distillation import distillation_loss, targets, teacher_logits
+from .models import ModelError, autocast, channels_last, cpu_state, device_of, model_from_state
 
 
 class DivergenceError(RuntimeError):
     """A training run whose loss became NaN or infinite, or whose validation accuracy is still
     at chance after its first epoch: it is stopped and never reported as a result."""
-
-
-def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, y: torch.Tensor,
-                      temperature: float, alpha: float, label_smoothing: float = 0.0) -> torch.Tensor:
-    """Knowledge distillation (Hinton et al. 2015): ``alpha`` T^2 KL(softmax(teacher/T) ||
-    softmax(student/T)) + (1 - alpha) cross-entropy with the labels, averaged over the batch.
-    The T^2 keeps the soft term's gradient scale independent of T."""
-    t = float(temperature)
-    soft = F.kl_div(F.log_softmax(student / t, dim=1), F.log_softmax(teacher / t, dim=1),
-                    log_target=True, reduction="batchmean") * t * t
-    hard = F.cross_entropy(student, y, label_smoothing=label_smoothing)
-    return alpha * soft + (1 - alpha) * hard
 
 
 def check_diverged(name: str, epoch: int, loss: float, val_acc: float | None = None,
@@ -47,10 +36,6 @@ def check_diverged(name: str, epoch: int, loss: float, val_acc: float | None = N
                               "check the pruned network) and is not reported")
 
 
-def _autocast(dev: torch.device):
-    return torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda")
-
-
 @torch.no_grad()
 def evaluate(model: nn.Module, split: Split, batch_size: int = 500, size: int = 32) -> dict:
     """Top-1 accuracy (%) and mean cross-entropy of ``model`` on ``split``, on the model's device."""
@@ -60,7 +45,7 @@ def evaluate(model: nn.Module, split: Split, batch_size: int = 500, size: int = 
     with channels_last(model):
         for x, y in batches(split, batch_size, size):
             x, y = x.to(dev), y.to(dev)
-            with _autocast(dev):
+            with autocast(dev):
                 out = model(x)
             loss += F.cross_entropy(out.float(), y, reduction="sum").item()
             correct += (out.argmax(1) == y).sum().item()
@@ -88,29 +73,46 @@ def _warmup_steps(p: config.Profile, steps: int) -> int:
     return 0 if p.schedule != "cosine" else min(round(p.warmup * steps), steps - 1)
 
 
+def train_step(model: nn.Module, opt, x: torch.Tensor, y: torch.Tensor, p: config.Profile,
+               soft: torch.Tensor | None = None, name: str = "training") -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step on the batch ``x`` (N, 3, H, W), ``y`` (N,) on the model's device
+    (bf16 autocast on CUDA): the label loss, or :func:`distillation.distillation_loss` towards
+    the teacher's logits ``soft`` (N, classes) when given and ``p.kd_alpha > 0``. Returns the
+    logits and the loss; a non-finite loss raises :class:`DivergenceError` naming ``name``
+    before any weight changes."""
+    with autocast(device_of(model)):
+        out = model(x)
+        loss = _loss(out.float(), y, p, soft)
+    if not torch.isfinite(loss):
+        check_diverged(name, 0, loss.item())
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return out, loss
+
+
 def train_epoch(model, split: Split, opt, sched, p: config.Profile, generator, desc="",
                 max_steps: int | None = None, teacher: nn.Module | None = None) -> dict:
     """One pass over ``split`` (or its first ``max_steps`` batches) with augmentation; returns
     mean loss, accuracy, optimizer steps taken and images/s. Runs on the model's device. With a
-    ``teacher`` and ``p.kd_alpha > 0`` the loss is :func:`distillation_loss`. A non-finite loss
-    stops the epoch at once with :class:`DivergenceError`."""
+    ``teacher`` and ``p.kd_alpha > 0`` the loss is :func:`distillation.distillation_loss`, the
+    teacher's logits from :func:`distillation.targets` (computed once per seed's batches). A
+    non-finite loss stops the epoch at once with :class:`DivergenceError`."""
     dev = device_of(model)
     model.train()
     loss_sum, correct, n, start = 0.0, 0, 0, time.perf_counter()
     steps = steps_per_epoch(len(split), p.batch_size)
     steps = steps if max_steps is None else min(steps, max_steps)
+    distil = teacher is not None and p.kd_alpha > 0
+    cached = targets(teacher, split, p.batch_size, p.input_size, generator, steps) if distil else None
     it = itertools.islice(batches(split, p.batch_size, p.input_size, shuffle=True,
                                   generator=generator, train_augment=True), steps)
-    for x, y in progress.bar(it, total=steps, desc=desc):
+    for i, (x, y) in enumerate(progress.bar(it, total=steps, desc=desc)):
         x, y = x.to(dev), y.to(dev)
-        with _autocast(dev):
-            out = model(x)
-            loss = _loss(out.float(), x, y, p, teacher)
-        if not torch.isfinite(loss):
-            check_diverged(desc or "training", 0, loss.item())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        soft = None
+        if distil:
+            soft = teacher_logits(teacher, x) if cached is None else cached[i].to(dev)
+        out, loss = train_step(model, opt, x, y, p, soft, desc or "training")
         sched.step()
         loss_sum += loss.item() * len(y)
         correct += (out.argmax(1) == y).sum().item()
@@ -120,12 +122,9 @@ def train_epoch(model, split: Split, opt, sched, p: config.Profile, generator, d
             "epoch_s": seconds, "img_per_s": n / seconds}
 
 
-def _loss(out: torch.Tensor, x: torch.Tensor, y: torch.Tensor, p: config.Profile,
-          teacher: nn.Module | None) -> torch.Tensor:
-    if teacher is None or p.kd_alpha == 0:
+def _loss(out: torch.Tensor, y: torch.Tensor, p: config.Profile, soft: torch.Tensor | None) -> torch.Tensor:
+    if soft is None or p.kd_alpha == 0:
         return F.cross_entropy(out, y, label_smoothing=p.label_smoothing)
-    with torch.no_grad():
-        soft = teacher(x).float()
     return distillation_loss(out, soft, y, p.kd_temperature, p.kd_alpha, p.label_smoothing)
 
 

@@ -45,3 +45,18 @@ def test_report_sections_survive_a_rewrite_of_the_report(tmp_path):
     assert text.count("<!-- lowdata:start -->") == 1 and "second" in text and "first" not in text
     report.write_report("# Results\n\nnew main", path)
     assert "main text" not in path.read_text() and "second" in path.read_text()
+
+
+def test_time_sentence_sums_every_invocation_against_the_target():
+    times = {"01_a.ipynb": [{"seconds": 600.0, "finished": True, "ended": ""}],
+             "06_b.ipynb": [{"seconds": 3000.0, "finished": False, "ended": ""},
+                            {"seconds": 6000.0, "finished": True, "ended": ""}]}
+    table = report.times_table(times)
+    assert table["all invocations (min)"].tolist() == [10.0, 150.0]
+    assert table["last finished (min)"].tolist() == [10.0, 100.0]
+    assert table["not finished"].tolist() == [0, 1]
+    text = report.time_sentence(times, 150.0)
+    assert "160.0 min" in text and "3 invocations" in text and "1 of them interrupted" in text
+    assert "target for the whole series 150 min: missed by 10.0 min" in text
+    assert "met" in report.time_sentence(times, 200.0) and "target" not in report.time_sentence(times)
+    assert "No wall times recorded" in report.time_sentence({}, 150.0)

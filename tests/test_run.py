@@ -31,8 +31,9 @@ def test_runner_stops_at_first_failure_naming_notebook_and_cell(tmp_path, figure
     assert (out / "02_broken.ipynb").exists()  # the traceback stays under artifacts/ ...
     assert sorted(p.name for p in figures.iterdir()) == ["01_ok.ipynb"]  # ... and is never published
     assert not (tmp_path / "ran").exists()
-    times = checkpoint.load_json(config.get_profile("smoke").artifacts / "notebook_times.json")
-    assert list(times) == ["01_ok.ipynb"]  # the notebook that finished keeps its measured time
+    times = run.load_times(config.get_profile("smoke").artifacts / "notebook_times.json")
+    assert list(times) == ["01_ok.ipynb", "02_broken.ipynb"]  # both cost time; 03 never started
+    assert [r["finished"] for r in times["01_ok.ipynb"] + times["02_broken.ipynb"]] == [True, False]
     err = capsys.readouterr().err
     assert "[01_ok] cell 2: x = value + 1" in err  # the runner says which cell is running
 
@@ -45,6 +46,32 @@ def test_a_failing_notebook_leaves_the_published_copy_untouched(tmp_path, figure
     with pytest.raises(SystemExit, match="bad value"):
         run.run_all("smoke", folder=tmp_path, parameters={"value": 2})
     assert (figures / "01_flaky.ipynb").read_bytes() == before
+
+
+def test_an_interrupted_notebook_keeps_its_time_and_reruns_add_up(tmp_path, figures, monkeypatch):
+    """Ctrl-C or SIGTERM (the runner turns it into the same interruption) mid-notebook: the time
+    spent is recorded as not finished, and the next invocation is appended, not substituted."""
+    _notebook(tmp_path / "01_ok.ipynb", "x = 1")
+    record = config.get_profile("smoke").artifacts / "notebook_times.json"
+
+    def interrupted(*args):
+        run._interrupt(15, None)  # what SIGTERM calls
+    with monkeypatch.context() as m:
+        m.setattr(run, "run_one", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            run.run_all("smoke", folder=tmp_path)
+    assert not figures.exists()
+    run.run_all("smoke", folder=tmp_path)
+    runs = run.load_times(record)["01_ok.ipynb"]
+    assert [r["finished"] for r in runs] == [False, True] and runs[1]["seconds"] > 0
+
+
+def test_times_in_the_earlier_format_read_as_one_finished_invocation(tmp_path):
+    path = tmp_path / "notebook_times.json"
+    checkpoint.save_json({"01_a.ipynb": 61.5}, path)
+    run.record_time(path, "01_a.ipynb", 2.0, finished=True)
+    assert [(r["seconds"], r["finished"]) for r in run.load_times(path)["01_a.ipynb"]] == [(61.5, True), (2.0, True)]
+    assert run.load_times(tmp_path / "absent.json") == {}
 
 
 def test_only_matching_nothing_is_an_error_and_publishes_nothing(tmp_path, figures, capsys):
