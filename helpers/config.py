@@ -63,7 +63,7 @@ class Profile:
     size_seeds: int = 0                # size route: seeds per point, likewise; 0: seeds
     recipe_fraction: float = 0.3       # the recipe is chosen on LRP's network at this fraction of filters removed
     headline_fractions: tuple = (0.15, 0.3)  # compute route: fractions of filters removed
-    headline_sparsities: tuple = (0.5, 0.6, 0.7, 0.8)  # size route: global weight sparsities
+    headline_sparsities: tuple = (0.5, 0.6, 0.7)  # size route: global weight sparsities (brackets each crossing of -1 point)
     sweep_stop_points: float = 10.0    # a criterion this far below the baseline (first seed) skips larger points; 0: never
     report_sparsity: float = 0.8       # the report's allocation: weights pruned globally to this sparsity ...
     report_margin: float = 0.01        # ... and each layer's sparsity minus this is its fraction of filters removed

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import Split, batches
-from .models import autocast, device_of
+from .models import autocast, device_of, is_channels_last
 
 CACHE_BYTES = 1 << 30
 """Most teacher logits kept in memory (bytes, oldest dropped first); 0 turns the cache off.
@@ -59,7 +59,8 @@ def targets(teacher: nn.Module, split: Split, batch_size: int, size: int, genera
     if head is None or steps * batch_size * head.out_features * 4 > CACHE_BYTES:
         return None
     key = (_digest(teacher.state_dict().values()), _digest((split.x, split.y)),
-           _digest([generator.get_state()]), batch_size, size, str(device_of(teacher)), _layout(teacher))
+           _digest([generator.get_state()]), batch_size, size, str(device_of(teacher)),
+           is_channels_last(teacher))  # the layout sets the summation order, so the rounding
     if len(_CACHE.get(key, ())) < steps:
         _CACHE.pop(key, None)
         _CACHE[key] = _compute(teacher, split, batch_size, size, generator, steps)
@@ -81,13 +82,6 @@ def _evict() -> None:
         return sum(t.numel() * t.element_size() for v in _CACHE.values() for t in v)
     while len(_CACHE) > 1 and total() > CACHE_BYTES:
         _CACHE.pop(next(iter(_CACHE)))
-
-
-def _layout(model: nn.Module) -> bool:
-    """Whether the convolutions run channels-last (the summation order, so the float rounding,
-    differs between layouts)."""
-    return any(m.weight.is_contiguous(memory_format=torch.channels_last) and not m.weight.is_contiguous()
-               for m in model.modules() if isinstance(m, nn.Conv2d))
 
 
 def _digest(tensors) -> str:

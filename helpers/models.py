@@ -160,7 +160,7 @@ def autocast(dev: torch.device):
     return torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda")
 
 
-def _is_channels_last(module: nn.Module) -> bool:
+def is_channels_last(module: nn.Module) -> bool:
     """Whether ``module``'s first 4-d parameter (a convolution's weight) is stored channels-last."""
     w = next((q for q in module.parameters() if q.dim() == 4), None)
     return w is not None and w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
@@ -176,7 +176,7 @@ def channels_last(*modules: nn.Module | None):
     rounding). ``None`` entries are skipped; a module already channels-last is left as it is, so
     the manager nests (evaluation inside training).
     """
-    changed = [m for m in modules if m is not None and not _is_channels_last(m)]
+    changed = [m for m in modules if m is not None and not is_channels_last(m)]
     for m in changed:
         m.to(memory_format=torch.channels_last)
     try:

@@ -145,17 +145,25 @@ def times_table(times: dict[str, list[dict]]) -> pd.DataFrame:
 
 
 def time_sentence(times: dict[str, list[dict]], budget_min: float = 0.0) -> str:
-    """What the recorded invocations add up to, against the profile's target when it has one."""
+    """What the recorded invocations add up to. It is the cost of a run from scratch only when
+    no notebook ran again after finishing (interrupted invocations that were then resumed do
+    count: together they are one run); only then is it judged against the profile's target."""
     if not times:
         return "No wall times recorded (the series was not run with `python -m helpers.run`)."
     t = times_table(times)
     total = t["all invocations (min)"].sum()
-    text = (f"The notebooks took {total:.1f} min of wall time in all, summed over the "
-            f"{t['invocations'].sum()} invocations recorded for this artifacts folder "
-            f"({t['not finished'].sum()} of them interrupted or failed, their time included)")
+    text = (f"The notebooks took {total:.1f} min of wall time, summed over the {t['invocations'].sum()} "
+            f"invocations recorded for this artifacts folder ({t['not finished'].sum()} of them "
+            f"interrupted or failed, their time included)")
+    rerun = {name: len(runs) for name, runs in times.items() if any(r["finished"] for r in runs[:-1])}
+    if rerun:
+        listed = ", ".join(f"{name.split('_')[0]} ({n} invocations)" for name, n in rerun.items())
+        return (text + f". Notebooks ran again after finishing ({listed}), so this is more than one run "
+                "from scratch costs" + (f" and is not judged against the {budget_min:g}-min target "
+                                        "(README: the measured run from scratch)" if budget_min else "") + ".")
     if budget_min:
         verdict = "met" if total <= budget_min else f"missed by {total - budget_min:.1f} min"
-        text += f"; target for the whole series {budget_min:g} min: {verdict}"
+        text += f": one run from scratch; target for the whole series {budget_min:g} min: {verdict}"
     return text + "."
 
 

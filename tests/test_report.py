@@ -48,6 +48,8 @@ def test_report_sections_survive_a_rewrite_of_the_report(tmp_path):
 
 
 def test_time_sentence_sums_every_invocation_against_the_target():
+    """An interrupted invocation and its resumption are one run from scratch: judged. A notebook
+    run again after finishing makes the sum more than a run costs: not judged."""
     times = {"01_a.ipynb": [{"seconds": 600.0, "finished": True, "ended": ""}],
              "06_b.ipynb": [{"seconds": 3000.0, "finished": False, "ended": ""},
                             {"seconds": 6000.0, "finished": True, "ended": ""}]}
@@ -57,6 +59,9 @@ def test_time_sentence_sums_every_invocation_against_the_target():
     assert table["not finished"].tolist() == [0, 1]
     text = report.time_sentence(times, 150.0)
     assert "160.0 min" in text and "3 invocations" in text and "1 of them interrupted" in text
-    assert "target for the whole series 150 min: missed by 10.0 min" in text
+    assert "one run from scratch; target for the whole series 150 min: missed by 10.0 min" in text
     assert "met" in report.time_sentence(times, 200.0) and "target" not in report.time_sentence(times)
     assert "No wall times recorded" in report.time_sentence({}, 150.0)
+    times["06_b.ipynb"].append({"seconds": 60.0, "finished": True, "ended": ""})
+    text = report.time_sentence(times, 150.0)
+    assert "161.0 min" in text and "06 (3 invocations)" in text and "not judged" in text and "missed" not in text
