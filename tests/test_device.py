@@ -1,4 +1,7 @@
 """The device policy: a setting with clear errors, and no helper moves a model it is given."""
+import sys
+import time
+
 import pytest
 import torch
 from torch import nn
@@ -107,3 +110,22 @@ def test_gpu_check_script_runs_its_measurements_on_cpu(tmp_path):
     out = gpu_check.main(["--device", "cpu", "--quick", "--out", str(tmp_path / "g.json")])
     assert out["train_img_per_s_series_loop"] > 0 and out["train_img_per_s_model_step"] > 0
     assert out["lrp_seconds_200_images"] > 0 and (tmp_path / "g.json").exists()
+
+
+def test_gpu_check_records_a_time_out_and_goes_on():
+    """A part past its limit is recorded as timed out (its process group stopped), not raised."""
+    from helpers import gpu_check
+    start = time.perf_counter()
+    status = gpu_check._run([sys.executable, "-c", "import time; time.sleep(60)"], timeout=1)
+    assert status == "timed out after 1 s" and time.perf_counter() - start < 30
+    assert gpu_check._run([sys.executable, "-c", "raise SystemExit(3)"]) == 3
+
+
+def test_gpu_check_parts_are_checked(tmp_path, capsys):
+    from helpers import gpu_check
+    assert gpu_check.parse_parts("tests, lrp") == ("tests", "lrp")
+    with pytest.raises(SystemExit):
+        gpu_check.main(["--device", "cpu", "--parts", "lrp,trainig", "--out", str(tmp_path / "g.json")])
+    assert "unknown part 'trainig'" in capsys.readouterr().err
+    out = gpu_check.main(["--device", "cpu", "--quick", "--parts", "lrp", "--out", str(tmp_path / "g.json")])
+    assert set(out) == {"device", "lrp_seconds_200_images"}
