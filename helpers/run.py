@@ -189,7 +189,7 @@ def run_all(profile: str, only: list[str] | None = None, parameters: dict | None
     """Run the notebooks of ``folder`` (or those whose name starts with one of ``only``) in
     order, publishing each as it completes; returns the wall time of each finished one. Every
     invocation, finished or not, is appended to ``artifacts/<profile>/notebook_times.json``
-    (:func:`record_time`)."""
+    (:func:`record_time`), and REPORT.md's wall-time section rewritten (:func:`update_report_times`)."""
     p = config.get_profile(profile)
     parameters = parameters or {}
     selected = select(folder, only)
@@ -201,9 +201,21 @@ def run_all(profile: str, only: list[str] | None = None, parameters: dict | None
         print(f"[{profile}] running {nb.name} ...", flush=True)
         times[nb.name] = run_timed(nb, out_dir, profile, parameters, record)
         publish(out_dir / nb.name, p.figures / "notebooks")
+        update_report_times(p, folder)
         print(f"[{profile}] {nb.name} done in {times[nb.name]:.0f} s; largest kernel so far "
               f"{peak_memory_gib():.2f} GiB resident", flush=True)
     return times
+
+
+def update_report_times(p: config.Profile, folder: Path = config.NOTEBOOKS_DIR) -> None:
+    """Rewrite the wall-time section of ``figures/<profile>/REPORT.md`` (written by notebook 08,
+    before 08 and 09 have a time) from the record, so that it ends up covering every notebook."""
+    from . import report
+    path = p.figures / "REPORT.md"
+    if path.exists():
+        times = load_times(artifacts.notebook_times(p).path)
+        report.update_section(path, "times", report.times_markdown(
+            times, p.series_minutes, [nb.name for nb in notebooks(folder)]))
 
 
 def store_smoke_outputs(nbs: list[Path] | None = None) -> None:

@@ -64,4 +64,19 @@ def test_time_sentence_sums_every_invocation_against_the_target():
     assert "No wall times recorded" in report.time_sentence({}, 150.0)
     times["06_b.ipynb"].append({"seconds": 60.0, "finished": True, "ended": ""})
     text = report.time_sentence(times, 150.0)
-    assert "161.0 min" in text and "06 (3 invocations)" in text and "not judged" in text and "missed" not in text
+    assert "161.0 min" in text and "(06: 3 invocations)" in text and "not judged" in text and "missed" not in text
+
+
+def test_time_sentence_judges_only_a_record_of_the_whole_series():
+    """Notebook 08 writes REPORT.md before 08 and 09 have a time: not the whole series, not judged."""
+    times = {"01_a.ipynb": [{"seconds": 600.0, "finished": True, "ended": ""}]}
+    series = ["01_a.ipynb", "08_r.ipynb", "09_e.ipynb"]
+    text = report.time_sentence(times, 150.0, series)
+    assert "Not recorded yet: 08, 09" in text and "not judged against the 150-min target" in text
+    assert "met" not in text
+    for name in series[1:]:
+        times[name] = [{"seconds": 30.0, "finished": True, "ended": ""}]
+    assert "11.0 min" in report.time_sentence(times, 150.0, series) and \
+        "target for the whole series 150 min: met" in report.time_sentence(times, 150.0, series)
+    section = report.times_markdown(times, 150.0, series)
+    assert section.startswith("## Wall time of the series\n") and "09_e.ipynb" in section

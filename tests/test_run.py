@@ -66,6 +66,21 @@ def test_an_interrupted_notebook_keeps_its_time_and_reruns_add_up(tmp_path, figu
     assert [r["finished"] for r in runs] == [False, True] and runs[1]["seconds"] > 0
 
 
+def test_the_runner_rewrites_the_reports_wall_time_after_every_notebook(tmp_path, figures):
+    """REPORT.md (written by notebook 08) ends up with the time of every notebook, 08 and 09
+    included, in its marked section; the rest of the report is kept."""
+    _notebook(tmp_path / "01_ok.ipynb", "x = 1")
+    _notebook(tmp_path / "02_ok.ipynb", "y = 2")
+    report_md = figures.parent / "REPORT.md"
+    report_md.parent.mkdir(parents=True)
+    report_md.write_text("# Results: smoke profile\n\nthe findings\n")
+    run.run_all("smoke", folder=tmp_path)
+    text = report_md.read_text()
+    assert text.startswith("# Results: smoke profile\n\nthe findings\n") and text.count("<!-- times:start -->") == 1
+    assert "01_ok.ipynb" in text and "02_ok.ipynb" in text and "Not recorded yet" not in text
+    assert "2 invocations recorded" in text
+
+
 def test_times_in_the_earlier_format_read_as_one_finished_invocation(tmp_path):
     path = tmp_path / "notebook_times.json"
     checkpoint.save_json({"01_a.ipynb": 61.5}, path)
