@@ -134,14 +134,15 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--input-size", type=int, default=32, help="image side in pixels (default 32)")
     parser.add_argument("--training", action="store_true",
                         help="time training steps, contiguous against channels-last weights, instead")
+    parser.add_argument("--batch", type=int, default=128, help="with --training: images per step (default 128)")
     args = parser.parse_args(argv)
     if args.width is None:
         args.width = 0.25 if args.training else 1.0
-    if not 0 < args.width <= 4 or args.input_size < 32:
-        parser.error(f"need 0 < --width <= 4 and --input-size >= 32 (five 2x poolings), "
-                     f"got --width {args.width} --input-size {args.input_size}")
+    if not 0 < args.width <= 4 or args.input_size < 32 or args.batch < 2:
+        parser.error(f"need 0 < --width <= 4, --input-size >= 32 (five 2x poolings) and --batch >= 2 "
+                     f"(batch norm), got --width {args.width} --input-size {args.input_size} --batch {args.batch}")
     if args.training:
-        bench = training_step_benchmark(args.width, args.input_size)
+        bench = training_step_benchmark(args.width, args.input_size, args.batch)
         print(bench.round(3).to_string(index=False))
         return bench
     bench = untrained_speed_benchmark(args.input_size, width=args.width)

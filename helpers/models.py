@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
+import json
 import os
+from collections import OrderedDict
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -57,11 +60,40 @@ def _classifier(in_features: int, hidden: list[int], dropout: float, num_classes
     return nn.Sequential(*layers)
 
 
+BUILT_MAX_BYTES = 64 << 20
+"""Largest model (parameter and buffer bytes) :func:`build_model` keeps a copy of; 0 keeps none."""
+_BUILT: OrderedDict[tuple, tuple[VGG, torch.Tensor]] = OrderedDict()
+_BUILT_ENTRIES = 8
+
+
 def build_model(spec: dict) -> VGG:
-    """A freshly initialised ``torchvision.models.VGG`` as described by ``spec``."""
+    """A freshly initialised ``torchvision.models.VGG`` as described by ``spec``.
+
+    torchvision's constructor first initialises its ImageNet head (120 M weights: about 1.8 s
+    of random draws here) that the spec's head then replaces, and those draws set the state the
+    convolutions' initialisation reads. A build is therefore a function of the spec and the
+    CPU generator's state: a repeat build (a test fixture, a model reloaded after a seed) is
+    served as a copy of the first one, and the generator is left where that build left it, so
+    weights and every later random draw are the same as without the copy."""
     keys = {"arch", "cfg", "batch_norm", "pool", "hidden", "dropout", "num_classes"}
     if not isinstance(spec, dict) or set(spec) != keys:
         raise ModelError(f"a model spec is a dict with keys {sorted(keys)}, got {spec!r:.200}")
+    key = (hashlib.blake2b(torch.get_rng_state().numpy().tobytes(), digest_size=16).hexdigest(),
+           json.dumps(spec, sort_keys=True), str(torch.get_default_dtype()))
+    if key in _BUILT:
+        _BUILT.move_to_end(key)
+        model, after = _BUILT[key]
+        torch.set_rng_state(after)
+        return copy.deepcopy(model)
+    model = _build(spec)
+    if sum(t.numel() * t.element_size() for t in model.state_dict().values()) <= BUILT_MAX_BYTES:
+        _BUILT[key] = (copy.deepcopy(model), torch.get_rng_state())
+        while len(_BUILT) > _BUILT_ENTRIES:
+            _BUILT.popitem(last=False)
+    return model
+
+
+def _build(spec: dict) -> VGG:
     model = VGG(make_layers(spec["cfg"], batch_norm=spec["batch_norm"]),
                 num_classes=spec["num_classes"], dropout=spec["dropout"])
     model.avgpool = nn.AdaptiveAvgPool2d(spec["pool"])

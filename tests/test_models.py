@@ -1,3 +1,5 @@
+from collections import OrderedDict
+
 import pytest
 import torch
 
@@ -113,3 +115,26 @@ def test_explicit_weights_file_offline(offline):
     p = config.get_profile("paper", weights_file=str(offline / "vgg16.pth"))
     model = models.create_model(p)
     assert torch.all(model.features[28].weight == 0.02)
+
+
+def test_a_repeat_build_is_the_same_model_and_leaves_the_generator_alike(monkeypatch):
+    """A build served from memory equals one built from scratch: weights, the generator's state
+    after it and the next random draw; served models are copies; another state, another model."""
+    spec = models.vgg16_bn_spec(0.125)
+    monkeypatch.setattr(models, "_BUILT", OrderedDict())
+
+    def build(seed):
+        torch.manual_seed(seed)
+        m = models.build_model(spec)
+        return m.state_dict(), torch.get_rng_state(), torch.rand(3)
+
+    def same(a, b):
+        return all(torch.equal(a[0][k], b[0][k]) for k in a[0]) and torch.equal(a[1], b[1]) and torch.equal(a[2], b[2])
+    monkeypatch.setattr(models, "BUILT_MAX_BYTES", 0)
+    ref = build(0)  # nothing kept: built from scratch
+    assert not models._BUILT
+    monkeypatch.setattr(models, "BUILT_MAX_BYTES", 64 << 20)
+    first, second = build(0), build(0)  # built and kept, then served
+    assert len(models._BUILT) == 1 and same(first, ref) and same(second, ref)
+    second[0]["features.0.weight"].zero_()  # the served model is the caller's own
+    assert same(build(0), ref) and not same(build(1), ref)

@@ -286,8 +286,8 @@ def test_the_highest_scored_filters_are_the_ones_kept(model_and_scores):
 
 def test_training_benchmark_times_both_layouts_for_both_losses(capsys):
     from helpers import benchmark
-    bench = benchmark.main(["--training", "--width", "0.0625"])
-    assert list(bench["loss"]) == ["labels", "distillation"]
+    bench = benchmark.main(["--training", "--width", "0.0625", "--batch", "16"])
+    assert list(bench["loss"]) == ["labels", "distillation"] and list(bench["batch"]) == [16, 16]
     assert (bench[["contiguous_s", "channels_last_s"]] > 0).all().all()
     assert bench["speedup"].round(6).equals((bench["contiguous_s"] / bench["channels_last_s"]).round(6))
     assert "channels_last_img_per_s" in capsys.readouterr().out
