@@ -126,6 +126,35 @@ def training_step_benchmark(width: float = 0.25, input_size: int = 32, batch: in
     return pd.DataFrame(rows)
 
 
+def reference_step_seconds(p: config.Profile, rounds: int = 11, steps: int = 3, seed: int = 0) -> float:
+    """The machine's speed now: median seconds of one optimizer step of the profile's freshly
+    built network (:func:`training.train_step`, label loss, channels-last, 2 threads) on a random
+    batch of the profile's size, in ``rounds`` of ``steps`` steps, the first round dropped (about
+    7 s on the cpu profile). The batch runner records it with every invocation, so that wall
+    times measured on days the machine ran at different speeds can be compared: on this VM the
+    same step measured 0.195 s in one session and 0.205-0.221 s in a later one, and snapshots a
+    minute apart differ by up to 15 %, so it indicates the day's speed; it does not calibrate."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        torch.manual_seed(seed)
+        model = models.build_model(models.spec_for(p)).train()
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        gen = torch.Generator().manual_seed(seed)
+        x = torch.randn(p.batch_size, 3, p.input_size, p.input_size, generator=gen)
+        y = torch.randint(0, models.spec_for(p)["num_classes"], (p.batch_size,), generator=gen)
+        times = []
+        with models.channels_last(model):
+            for _ in range(rounds):
+                start = time.perf_counter()
+                for _ in range(steps):
+                    train_step(model, opt, x, y, p)
+                times.append((time.perf_counter() - start) / steps)
+        return statistics.median(times[1:])
+    finally:
+        torch.set_num_threads(old)
+
+
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     """``python -m helpers.benchmark``: the speed benchmark alone, printed (about a minute)."""
     parser = argparse.ArgumentParser(description=main.__doc__)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import statistics
 from pathlib import Path
 
 import pandas as pd
@@ -130,7 +131,7 @@ def report_markdown(profile: str, headline: pd.DataFrame, findings: list[str],
 def times_markdown(times: dict[str, list[dict]], budget_min: float = 0.0,
                    series: list[str] | None = None) -> str:
     """REPORT.md's "Wall time of the series": :func:`time_sentence` and :func:`times_table`."""
-    return "\n".join(["## Wall time of the series", "", time_sentence(times, budget_min, series), "",
+    return "\n".join(["## Wall time of the series", "", time_sentence(times, budget_min, series) + speed_sentence(times), "",
                       "Finished training runs, fine-tuned runs and study blocks are reused, so a rerun can "
                       "take far less than a run from scratch (README lists both).", "",
                       tables.markdown(times_table(times))])
@@ -175,6 +176,23 @@ def time_sentence(times: dict[str, list[dict]], budget_min: float = 0.0,
         verdict = "met" if total <= budget_min else f"missed by {total - budget_min:.1f} min"
         text += f": one run from scratch; target for the whole series {budget_min:g} min: {verdict}"
     return text + "."
+
+
+def speed_sentence(times: dict[str, list[dict]]) -> str:
+    """The machine's speed while the recorded invocations ran (their ``reference_step_s``, one
+    training step measured as each runner invocation started), and the series' cost in those
+    steps, which compares across days the machine ran at different speeds; empty if none."""
+    runs = [r for v in times.values() for r in v]
+    refs = [r for r in runs if "reference_step_s" in r]
+    if not refs:
+        return ""
+    steps = [r["reference_step_s"] for r in refs]
+    med = statistics.median(steps)
+    cost = sum(r["seconds"] / r["reference_step_s"] for r in refs)
+    return (f" The reference training step took {med:.3f} s (median over the {len(refs)} invocations that "
+            f"measured it{'' if len(refs) == len(runs) else f' of {len(runs)}'}; {min(steps):.3f}-{max(steps):.3f} s): "
+            f"those invocations cost {cost / 1000:.1f} thousand reference steps (minutes compare across "
+            f"days only in these steps: the machine's speed drifts).")
 
 
 def _section(name: str) -> re.Pattern:

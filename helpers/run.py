@@ -112,22 +112,24 @@ def run_one(nb: Path, out_dir: Path, profile: str, parameters: dict) -> None:
                             on_cell_execute=_announce(nb.stem))
 
 
-def run_timed(nb: Path, out_dir: Path, profile: str, parameters: dict, record: Path) -> float:
+def run_timed(nb: Path, out_dir: Path, profile: str, parameters: dict, record: Path,
+              reference_s: float | None = None) -> float:
     """:func:`run_one`, its wall time appended to ``record`` whether it finishes, fails or is
-    interrupted (then re-raised; a failing cell as ``SystemExit`` naming notebook and cell)."""
+    interrupted (then re-raised; a failing cell as ``SystemExit`` naming notebook and cell),
+    with the machine's reference step time ``reference_s`` when measured."""
     import papermill as pm
     start = time.perf_counter()
     try:
         run_one(nb, out_dir, profile, parameters)
     except BaseException as err:  # a failure, Ctrl-C or SIGTERM: the time it cost is kept
-        record_time(record, nb.name, time.perf_counter() - start, finished=False)
+        record_time(record, nb.name, time.perf_counter() - start, finished=False, reference_s=reference_s)
         if isinstance(err, pm.PapermillExecutionError):
             raise SystemExit(f"FAILED: {nb.name}, cell {err.cell_index} (execution count "
                              f"{err.exec_count}): {err.ename}: {err.evalue}\n"
                              f"executed copy with the traceback (not published): {out_dir / nb.name}") from None
         raise
     seconds = time.perf_counter() - start
-    record_time(record, nb.name, seconds, finished=True)
+    record_time(record, nb.name, seconds, finished=True, reference_s=reference_s)
     return seconds
 
 
@@ -140,12 +142,15 @@ def load_times(path: Path) -> dict[str, list[dict]]:
             for name, v in times.items()}
 
 
-def record_time(path: Path, name: str, seconds: float, finished: bool) -> None:
+def record_time(path: Path, name: str, seconds: float, finished: bool, reference_s: float | None = None) -> None:
     """Append one invocation of notebook ``name`` to the record at ``path`` (atomically). Failed
     and interrupted invocations are kept with ``finished`` false: a series run in parts, or
-    resumed after an interruption, adds up to what it cost."""
+    resumed after an interruption, adds up to what it cost. ``reference_s``: the machine's
+    reference step time measured when the runner started (``reference_step_s``)."""
     times = load_times(path)
     entry = {"seconds": round(seconds, 1), "finished": finished, "ended": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    if reference_s is not None:
+        entry["reference_step_s"] = round(reference_s, 4)
     checkpoint.save_json({**times, name: [*times.get(name, []), entry]}, path)
 
 
@@ -185,11 +190,14 @@ def _progress_only(output) -> bool:
 
 
 def run_all(profile: str, only: list[str] | None = None, parameters: dict | None = None,
-            folder: Path = config.NOTEBOOKS_DIR) -> dict:
+            folder: Path = config.NOTEBOOKS_DIR, reference: bool | None = None) -> dict:
     """Run the notebooks of ``folder`` (or those whose name starts with one of ``only``) in
     order, publishing each as it completes; returns the wall time of each finished one. Every
     invocation, finished or not, is appended to ``artifacts/<profile>/notebook_times.json``
-    (:func:`record_time`), and REPORT.md's wall-time section rewritten (:func:`update_report_times`)."""
+    (:func:`record_time`), and REPORT.md's wall-time section rewritten (:func:`update_report_times`).
+    ``reference`` (default: when the profile has a wall-time target) first measures the
+    machine's reference step (:func:`benchmark.reference_step_seconds`, a few seconds), which
+    every invocation's record carries."""
     p = config.get_profile(profile)
     parameters = parameters or {}
     selected = select(folder, only)
@@ -197,9 +205,14 @@ def run_all(profile: str, only: list[str] | None = None, parameters: dict | None
     out_dir = artifacts.executed_notebooks(p).path
     out_dir.mkdir(parents=True, exist_ok=True)
     times, record = {}, artifacts.notebook_times(p).path
+    reference_s = None
+    if (p.series_minutes > 0) if reference is None else reference:
+        from .benchmark import reference_step_seconds
+        reference_s = reference_step_seconds(p)
+        print(f"[{profile}] reference training step: {reference_s:.3f} s (the machine's speed now)", flush=True)
     for nb in selected:
         print(f"[{profile}] running {nb.name} ...", flush=True)
-        times[nb.name] = run_timed(nb, out_dir, profile, parameters, record)
+        times[nb.name] = run_timed(nb, out_dir, profile, parameters, record, reference_s)
         publish(out_dir / nb.name, p.figures / "notebooks")
         update_report_times(p, folder)
         print(f"[{profile}] {nb.name} done in {times[nb.name]:.0f} s; largest kernel so far "

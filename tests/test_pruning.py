@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import criteria, data, measure, models, pruning, training
+from helpers import config, criteria, data, measure, models, pruning, training
 from helpers.data import Split
 
 
@@ -291,3 +291,11 @@ def test_training_benchmark_times_both_layouts_for_both_losses(capsys):
     assert (bench[["contiguous_s", "channels_last_s"]] > 0).all().all()
     assert bench["speedup"].round(6).equals((bench["contiguous_s"] / bench["channels_last_s"]).round(6))
     assert "channels_last_img_per_s" in capsys.readouterr().out
+
+
+def test_reference_step_times_the_profiles_own_training_step():
+    from helpers import benchmark
+    threads = torch.get_num_threads()
+    p = config.get_profile("smoke", batch_size=8)
+    assert benchmark.reference_step_seconds(p, rounds=2, steps=1) > 0
+    assert torch.get_num_threads() == threads

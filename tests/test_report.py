@@ -80,3 +80,16 @@ def test_time_sentence_judges_only_a_record_of_the_whole_series():
         "target for the whole series 150 min: met" in report.time_sentence(times, 150.0, series)
     section = report.times_markdown(times, 150.0, series)
     assert section.startswith("## Wall time of the series\n") and "09_e.ipynb" in section
+
+
+def test_speed_sentence_counts_the_series_in_reference_steps():
+    """600 s at 0.2 s a step and 440 s at 0.22 s: 3,000 + 2,000 steps; an invocation recorded
+    without a reference step is left out and said to be."""
+    times = {"01_a.ipynb": [{"seconds": 600.0, "finished": True, "ended": "", "reference_step_s": 0.2}],
+             "02_b.ipynb": [{"seconds": 300.0, "finished": True, "ended": ""},
+                            {"seconds": 440.0, "finished": True, "ended": "", "reference_step_s": 0.22}]}
+    text = report.speed_sentence(times)
+    assert "0.210 s (median over the 2 invocations that measured it of 3; 0.200-0.220 s)" in text
+    assert "5.0 thousand reference steps" in text
+    assert report.speed_sentence({"01_a.ipynb": times["02_b.ipynb"][:1]}) == ""
+    assert "thousand reference steps" in report.times_markdown(times)

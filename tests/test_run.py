@@ -81,6 +81,23 @@ def test_the_runner_rewrites_the_reports_wall_time_after_every_notebook(tmp_path
     assert "2 invocations recorded" in text
 
 
+def test_the_machines_reference_step_is_recorded_with_every_invocation(tmp_path, figures, monkeypatch):
+    """Measured once per runner invocation when asked (the cpu profile asks: it has a time
+    target; smoke does not), and carried by each notebook's record."""
+    from helpers import benchmark
+    _notebook(tmp_path / "01_ok.ipynb", "x = 1")
+    _notebook(tmp_path / "02_ok.ipynb", "y = 2")
+    record = config.get_profile("smoke").artifacts / "notebook_times.json"
+    calls = []
+    monkeypatch.setattr(benchmark, "reference_step_seconds", lambda p: calls.append(p.name) or 0.25)
+    run.run_all("smoke", folder=tmp_path)
+    assert not calls and all("reference_step_s" not in r for v in run.load_times(record).values() for r in v)
+    run.run_all("smoke", folder=tmp_path, reference=True)
+    assert calls == ["smoke"]
+    assert [v[-1]["reference_step_s"] for v in run.load_times(record).values()] == [0.25, 0.25]
+    assert config.get_profile("cpu").series_minutes > 0  # so the cpu profile's runs measure it
+
+
 def test_times_in_the_earlier_format_read_as_one_finished_invocation(tmp_path):
     path = tmp_path / "notebook_times.json"
     checkpoint.save_json({"01_a.ipynb": 61.5}, path)
