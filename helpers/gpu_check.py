@@ -104,9 +104,7 @@ def _stop(proc: subprocess.Popen) -> None:
     try:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        pass
-    except ProcessLookupError:
+    except (subprocess.TimeoutExpired, ProcessLookupError):
         pass
     try:  # whatever is left of the group (a kernel the runner started)
         os.killpg(proc.pid, signal.SIGKILL)

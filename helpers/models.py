@@ -79,7 +79,7 @@ def build_model(spec: dict) -> VGG:
     if not isinstance(spec, dict) or set(spec) != keys:
         raise ModelError(f"a model spec is a dict with keys {sorted(keys)}, got {spec!r:.200}")
     key = (hashlib.blake2b(torch.get_rng_state().numpy().tobytes(), digest_size=16).hexdigest(),
-           json.dumps(spec, sort_keys=True), str(torch.get_default_dtype()))
+           json.dumps(spec, sort_keys=True), str(torch.get_default_dtype()), str(torch.get_default_device()))
     if key in _BUILT:
         _BUILT.move_to_end(key)
         model, after = _BUILT[key]
