@@ -245,3 +245,29 @@ def lowdata_auc(summary: pd.DataFrame):
     g.set_titles(col_template="{col_name}", row_template="{row_name}")
     g.add_legend(title="criterion")
     return g.figure
+
+
+def budget(table: pd.DataFrame, max_drop: float = 1.0):
+    """Drop against the baseline (validation and test; error bars: test's standard deviation
+    over seeds) against the fine-tuning budget, one panel per study point, the ``max_drop``
+    line marking the headline's criterion (:func:`helpers.budget.summary`'s table)."""
+    points = list(table.groupby(["route", "criterion", "point"], sort=False))
+    fig, axes = plt.subplots(1, len(points), figsize=(4.6 * len(points), 3.6), sharey=True, squeeze=False)
+    for ax, ((route, name, point), g) in zip(axes[0], points):
+        g = g.sort_values("budget_epochs")
+        ax.plot(g["budget_epochs"], g["val_drop"], marker="o", label="validation (locates the point)")
+        ax.errorbar(g["budget_epochs"], g["test_drop"], yerr=g["test_acc_std"], marker="s", capsize=3,
+                    label="test (reported)")
+        ax.axhline(max_drop, color="black", lw=1, ls="--", label=f"{max_drop:g} point")
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(g["budget_epochs"], [f"{b:g}" for b in g["budget_epochs"]])
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        what = f"{g['compression_x'].mean():.1f}x file" if route != "compute" else \
+            f"{g['compression_x'].mean():.2f}x params, {g['flops_x'].mean():.2f}x FLOPs"
+        ax.set_title(f"{route}: {name} at {point:g} ({what})", fontsize=10)
+        ax.set_xlabel("fine-tuning budget (epochs)")
+        ax.set_ylabel("drop against the baseline (points)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

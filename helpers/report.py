@@ -70,10 +70,11 @@ def update_readme(profile: str = "cpu", readme: Path = README) -> str:
 
 
 def results_markdown(profile: str = "cpu") -> str:
-    """The README's results block: the headline of 06 first, then the report's table of 08,
-    the speed benchmark, the low-data study (when present) and the baseline."""
+    """The README's results block: the headline of 06 first, the fine-tuning budget study
+    (``python -m helpers.budget``, when run), then the report's table of 08, the speed
+    benchmark, the low-data study (when present) and the baseline."""
     folder = config.FIGURES_ROOT / profile
-    text = saved_section(folder, profile, "headline")
+    text = saved_section(folder, profile, "headline") + saved_section(folder, profile, "budget")
     if (folder / "results_headline.csv").exists():
         head = read_table(folder, "results_headline")
         text += ("Secondary, the original report's operating point and table: every criterion gets the "
