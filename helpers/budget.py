@@ -20,7 +20,8 @@ from pathlib import Path
 import pandas as pd
 from torch import nn
 
-from . import artifacts, checkpoint, config, criteria, finetune, headline, plots, progress, recipe, report, routes, stats, tables
+from . import (artifacts, checkpoint, config, criteria, finetune, headline, plots, progress, recipe, report, routes,
+               stats, tables)
 from .data import Data, load_data
 from .training import evaluate, load_artifact
 
@@ -48,16 +49,15 @@ def saved_recipe(p: config.Profile) -> dict:
         return recipe.choose(report.read_table(p.figures, "finetune_recipe"))
     except checkpoint.CheckpointError:
         raise checkpoint.CheckpointError(f"no finetune_recipe table under {p.figures}: run notebook 06 on profile "
-                                f"{p.name!r} first (it chooses the recipe), or pass --lr and --kd-alpha") from None
+                                         f"{p.name!r} first (it chooses the recipe), or pass --lr and --kd-alpha") from None
 
 
 def runs(study: tuple, budgets: tuple, seeds: list[int], baseline: nn.Module, d: Data, p: config.Profile,
          chosen: dict) -> pd.DataFrame:
     """Every study point at every budget for every seed (seed by seed, so that an interrupted
     study already holds complete pairs); resumable, finished runs are read back."""
-    ft, rows = recipe.apply(p, chosen), []
+    ft, rows, names = recipe.apply(p, chosen), [], sorted({name for _, name, _ in study})
     for seed in seeds:
-        names = sorted({name for _, name, _ in study})
         s = routes.seed_scores(baseline, d, p, seed, names, artifacts.finetuned(p, "scores").path / f"seed{seed}")
         for route, name, point in study:
             for epochs in sorted(budgets):
