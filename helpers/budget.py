@@ -133,7 +133,8 @@ def section(table: pd.DataFrame, lines: list[str], p: config.Profile, chosen: di
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
-    """``python -m helpers.budget``: the fine-tuning budget study (resumable; after notebook 06)."""
+    """``python -m helpers.budget``: the fine-tuning budget study (resumable; needs notebook 01's baseline
+    and notebook 06's recipe table, committed for cpu, or --lr and --kd-alpha)."""
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument("--profile", default=config.DEFAULT_PROFILE, help="profile (default %(default)s)")
     ap.add_argument("--data-dir", default=None, help="folder holding cifar-100-python/ (default $LRP_DATA_DIR)")
