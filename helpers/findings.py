@@ -88,8 +88,9 @@ def structured(alloc: pd.DataFrame, sweep: pd.DataFrame | None = None, max_drop:
     return lines
 
 
-def quantization(targets: pd.DataFrame) -> list[str]:
-    """Notebook 07: what int8 changes against the float model, and the targets."""
+def quantization(targets: pd.DataFrame, results: pd.DataFrame | None = None) -> list[str]:
+    """Notebook 07: what int8 changes against the float model, and the targets; with the
+    ``results`` table of a compiled run, what the int8 kernels compute against the int8 graph."""
     qt = targets.set_index("against")
     lines = []
     for against in qt.index:
@@ -100,4 +101,11 @@ def quantization(targets: pd.DataFrame) -> list[str]:
                      f"{r.size_ratio:.2f}x smaller, speed-up {r.latency_b1_speedup:.2f}x at batch 1 and "
                      f"{r.latency_b256_speedup:.2f}x at batch 256 (below 1: slower); targets missed: "
                      f"{', '.join(missed) or 'none'}.")
+    if results is not None and "kernel_agreement" in results:
+        k = results.dropna(subset=["kernel_agreement"]).set_index("variant")
+        lines.append("int8 kernels (compiled) against the int8 reference graph they were lowered from, top-1 "
+                     "agreement on the test split: " + ", ".join(
+                         f"{v} {r.kernel_agreement:.2f} % ({int(r.activation_bits)}-bit activations)"
+                         for v, r in k.iterrows()) + ". Activations are 7-bit where this CPU's int8 kernels "
+                     "would overflow at 8 bits (no VNNI: `quantization.kernels_saturate`).")
     return lines

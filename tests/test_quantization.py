@@ -104,3 +104,90 @@ def test_a_damaged_tensor_index_is_named(trained, tmp_path):
     checkpoint.save(obj, tmp_path / "bad.pt")
     with pytest.raises(checkpoint.CheckpointError, match="bad.pt: damaged tensor index"):
         quantization.load(tmp_path / "bad.pt", calib[0][:2])
+
+
+def _saturating_conv():
+    """One convolution whose int8 products are all large and positive: on an x86 CPU without
+    VNNI, pairs of uint8 x int8 products at full range overflow the kernels' int16 sums."""
+    m = torch.nn.Sequential(torch.nn.Conv2d(16, 16, 3, padding=1), torch.nn.ReLU()).eval()
+    with torch.no_grad():
+        m[0].weight.fill_(0.5)
+        m[0].bias.zero_()
+    x = torch.rand(8, 16, 8, 8, generator=torch.Generator().manual_seed(0)) * 0.2 + 0.8
+    return m, x
+
+
+@torch.no_grad()
+def test_compiled_kernels_compute_the_int8_graph_with_the_machines_activation_range():
+    """The independent reference is the int8 graph itself (quantize/dequantize in float32)."""
+    m, x = _saturating_conv()
+
+    def kernel_error(reduce_range):
+        q = quantization.quantize(m, [x], x[:2], reduce_range=reduce_range)
+        ref = q(x)
+        return ((quantization.compiled(q)(x) - ref).abs().max() / ref.abs().max()).item()
+
+    assert kernel_error(quantization.kernels_saturate()) < 1e-3
+    if quantization.kernels_saturate():  # this machine: why 7 bits are needed
+        assert kernel_error(False) > 0.1
+
+
+def test_kernels_saturate_on_x86_without_vnni_only(monkeypatch):
+    x86 = {"architecture": "x86_64", "avx2": True, "avx512_vnni": False, "avx_vnni": False, "amx_int8": False}
+    for caps, expected in ((x86, True), ({**x86, "avx512_vnni": True}, False), ({**x86, "avx_vnni": True}, False),
+                           ({**x86, "amx_int8": True}, False), ({"architecture": "aarch64"}, False)):
+        monkeypatch.setattr(torch.cpu, "get_capabilities", lambda caps=caps: caps)
+        assert quantization.kernels_saturate() is expected, caps
+
+
+def test_reduce_range_only_where_the_profile_runs_the_kernels(monkeypatch):
+    monkeypatch.setattr(quantization, "kernels_saturate", lambda: True)
+    assert quantization.reduce_range(config.get_profile("cpu")) is True
+    assert quantization.reduce_range(config.get_profile("smoke")) is False  # not compiled: the graph runs
+    monkeypatch.setattr(quantization, "kernels_saturate", lambda: False)
+    assert quantization.reduce_range(config.get_profile("cpu")) is False
+
+
+def test_activation_range_survives_save_and_load(trained, tmp_path):
+    p, d, model, calib = trained
+    spec, x = models.spec_for(p), data.normalize(d.test.x[:32])
+    assert quantization.activation_bits(quantization.quantize(model, calib[:1], calib[0][:2])) == 8
+    for mode in ("static", "dynamic"):
+        q = quantization.quantize(model, calib, calib[0][:2], dynamic=mode == "dynamic", reduce_range=True)
+        assert quantization.activation_bits(q) == 7
+        quantization.save(q, spec, mode, tmp_path / f"{mode}.pt")
+        again, obj = quantization.load(tmp_path / f"{mode}.pt", calib[0][:2])
+        assert obj["activation_bits"] == quantization.activation_bits(again) == 7
+        assert torch.equal(again(x), q(x))
+    with pytest.raises(ValueError, match="not a model made by quantize"):
+        quantization.activation_bits(torch.fx.symbolic_trace(model))
+
+
+def test_check_kernels_reports_agreement_and_refuses_a_mismatch(trained):
+    p, d, model, calib = trained
+    q = quantization.quantize(model, calib, calib[0][:2])
+    table = quantization.check_kernels({"int8 static": (q, q)}, d.test, p)
+    assert table.loc[0, "kernel_agreement"] == 100.0 and table.loc[0, "max_logit_diff"] == 0.0
+    assert table.loc[0, "activation_bits"] == 8
+
+    class Shuffled(torch.nn.Module):  # stands in for kernels that compute something else
+        def forward(self, x):
+            return q(x).roll(1, dims=1)
+
+    with pytest.raises(quantization.KernelMismatchError, match=r"int8 static.*reduce_range=True"):
+        quantization.check_kernels({"int8 static": (q, Shuffled())}, d.test, p)
+
+
+def test_findings_name_the_kernels_activation_range_only_when_measured():
+    import pandas as pd
+    from helpers import findings
+    targets = pd.DataFrame([{"against": "float32", "accuracy_drop": 0.25, "size_ratio": 3.8, "latency_b1_speedup": 1.1,
+                             "latency_b256_speedup": 2.5, "meets_accuracy": True, "meets_size": True,
+                             "meets_latency": False}])
+    results = pd.DataFrame([{"variant": "float32", "kernel_agreement": float("nan"), "activation_bits": float("nan")},
+                            {"variant": "int8 static", "kernel_agreement": 99.53, "activation_bits": 7.0}])
+    lines = findings.quantization(targets, results)
+    assert lines[0].startswith("int8 static against float32: test accuracy -0.25 points")
+    assert "int8 static 99.53 % (7-bit activations)" in lines[1] and "float32 " not in lines[1]
+    assert findings.quantization(targets, results.drop(columns=["kernel_agreement"])) == lines[:1]
+    assert findings.quantization(targets) == lines[:1]
