@@ -123,6 +123,14 @@ def quantize(model: nn.Module, calibration, example: torch.Tensor, dynamic: bool
         return quantized
 
 
+def int8_models(model: nn.Module, calibration, example: torch.Tensor, p) -> tuple[nn.Module, nn.Module]:
+    """The static and the dynamic int8 copy of ``model`` (:func:`quantize`), with the activation
+    range for where profile ``p`` runs them (:func:`reduce_range`: 7-bit where its compiled
+    kernels would overflow)."""
+    return tuple(quantize(model, calibration, example, dynamic=dynamic, reduce_range=reduce_range(p))
+                 for dynamic in (False, True))
+
+
 def used_state(qmodel: torch.fx.GraphModule) -> dict[str, torch.Tensor]:
     """The tensors the quantized graph reads (int8 weights, scales, zero points, biases);
     the float originals that ``convert_pt2e`` leaves behind unused are dropped."""
@@ -347,9 +355,10 @@ def check_kernels(pairs: dict[str, tuple[nn.Module, nn.Module]], split, p,
             raise KernelMismatchError(
                 f"{name}: the compiled int8 kernels agree with the int8 reference graph on only "
                 f"{rows[-1]['kernel_agreement']:.1f} % of {len(split)} images (largest logit difference "
-                f"{rows[-1]['max_logit_diff']:.3g}); with {rows[-1]['activation_bits']}-bit activations this "
-                f"CPU's kernels overflow (kernels_saturate() = {kernels_saturate()}): quantize with "
-                "reduce_range=True, or set the profile's compile_quantized to false to measure the graph")
+                f"{rows[-1]['max_logit_diff']:.3g}; {rows[-1]['activation_bits']}-bit activations, "
+                f"kernels_saturate() = {kernels_saturate()} here). On a CPU without VNNI 8-bit activations "
+                "overflow: quantize with reduce_range=True (quantization.reduce_range(p)); otherwise set the "
+                "profile's compile_quantized to false to measure the reference graph")
     return pd.DataFrame(rows)
 
 

@@ -152,6 +152,9 @@ def test_activation_range_survives_save_and_load(trained, tmp_path):
     p, d, model, calib = trained
     spec, x = models.spec_for(p), data.normalize(d.test.x[:32])
     assert quantization.activation_bits(quantization.quantize(model, calib[:1], calib[0][:2])) == 8
+    static, dynamic = quantization.int8_models(model, calib[:1], calib[0][:2], p)  # smoke: not compiled
+    assert quantization.activation_bits(static) == quantization.activation_bits(dynamic) == 8
+    assert any("choose_qparams" in str(n.target) for n in dynamic.graph.nodes)  # the dynamic one
     for mode in ("static", "dynamic"):
         q = quantization.quantize(model, calib, calib[0][:2], dynamic=mode == "dynamic", reduce_range=True)
         assert quantization.activation_bits(q) == 7
