@@ -40,7 +40,7 @@ class Profile:
     pretrained: bool = False           # ImageNet weights (vgg16 only)
     weights_file: str = ""             # ImageNet VGG-16 weights file; empty: torch's hub cache, else download
     device: str = ""                   # cpu | cuda | cuda:N; empty: $LRP_DEVICE, else cuda when present
-    val_per_class: int = 50            # validation images held out per class
+    val_per_class: int = 100           # validation images held out per class (100: as many as the test split)
     epochs: int = 30
     batch_size: int = 128
     lr: float = 0.1                    # peak learning rate
@@ -63,7 +63,7 @@ class Profile:
     size_seeds: int = 0                # size route: seeds per point, likewise; 0: seeds
     recipe_fraction: float = 0.3       # the recipe is chosen on LRP's network at this fraction of filters removed
     headline_fractions: tuple = (0.15, 0.3)  # compute route: fractions of filters removed
-    headline_sparsities: tuple = (0.5, 0.6, 0.7)  # size route: global weight sparsities (brackets each crossing of -1 point)
+    headline_sparsities: tuple = (0.5, 0.6, 0.7, 0.75)  # size route: global weight sparsities (brackets each crossing of -1 point; 0.75: a 12x file)
     sweep_stop_points: float = 10.0    # a criterion this far below the baseline (first seed) skips larger points; 0: never
     report_sparsity: float = 0.8       # the report's allocation: weights pruned globally to this sparsity ...
     report_margin: float = 0.01        # ... and each layer's sparsity minus this is its fraction of filters removed
