@@ -77,7 +77,7 @@ def kernels_saturate() -> bool:
     return not any(caps.get(k) for k in ("avx512_vnni", "avx_vnni", "amx_int8"))
 
 
-def reduce_range(p) -> bool:
+def needs_reduced_range(p) -> bool:
     """7-bit activations for the models profile ``p`` runs through int8 kernels
     (``compile_quantized``) on a machine where :func:`kernels_saturate`; 8-bit otherwise (the
     reference graph then computes what is reported)."""
@@ -125,9 +125,9 @@ def quantize(model: nn.Module, calibration, example: torch.Tensor, dynamic: bool
 
 def int8_models(model: nn.Module, calibration, example: torch.Tensor, p) -> tuple[nn.Module, nn.Module]:
     """The static and the dynamic int8 copy of ``model`` (:func:`quantize`), with the activation
-    range for where profile ``p`` runs them (:func:`reduce_range`: 7-bit where its compiled
+    range for where profile ``p`` runs them (:func:`needs_reduced_range`: 7-bit where its compiled
     kernels would overflow)."""
-    return tuple(quantize(model, calibration, example, dynamic=dynamic, reduce_range=reduce_range(p))
+    return tuple(quantize(model, calibration, example, dynamic=dynamic, reduce_range=needs_reduced_range(p))
                  for dynamic in (False, True))
 
 
@@ -316,9 +316,11 @@ def agreement(reference: torch.Tensor, other: torch.Tensor) -> dict:
             "cosine": torch.nn.functional.cosine_similarity(reference, other, dim=1).mean().item()}
 
 
-def measure_variant(name: str, model: nn.Module, split, p, reference: torch.Tensor, size_bytes: int) -> dict:
-    """Accuracy, loss, agreement with the float logits and file size of one variant."""
-    out = logits(model, split, p)
+def measure_variant(name: str, model: nn.Module, split, p, reference: torch.Tensor, size_bytes: int,
+                    out: torch.Tensor | None = None) -> dict:
+    """Accuracy, loss, agreement with the float logits and file size of one variant (``out``: its
+    logits on ``split`` when already computed)."""
+    out = logits(model, split, p) if out is None else out
     loss = torch.nn.functional.cross_entropy(out, split.y).item()
     acc = 100.0 * (out.argmax(1) == split.y).float().mean().item()
     return {"variant": name, "test_acc": acc, "test_loss": loss, **agreement(reference, out),
@@ -330,8 +332,10 @@ def measure_variants(nets: dict[str, nn.Module], files: dict[str, int], split, p
     """:func:`measure_variant` of every variant (``files``: its file size in bytes), with latencies
     measured side by side (:func:`helpers.measure.latency_pairs`): on a shared machine the
     speed-ups hold even when its speed drifts between one variant and the next. ``kernels``
-    (:func:`check_kernels`) adds its columns to the int8 variants' rows."""
-    rows = [measure_variant(n, m, split, p, reference, files[n]) for n, m in nets.items()]
+    (:func:`check_kernels`) adds its columns to the int8 variants' rows, and the compiled logits it
+    computed on the same split are reused rather than computed again."""
+    known = kernels.attrs.get("logits", {}) if kernels is not None and kernels.attrs.get("split_size") == len(split) else {}
+    rows = [measure_variant(n, m, split, p, reference, files[n], known.get(n)) for n, m in nets.items()]
     latency = measure.latency_pairs(nets, p.input_size)
     table = pd.DataFrame([{**row, **latency[row["variant"]]} for row in rows])
     return table if kernels is None else table.merge(kernels, on="variant", how="left")
@@ -344,10 +348,12 @@ def check_kernels(pairs: dict[str, tuple[nn.Module, nn.Module]], split, p,
     agreement (%) and the largest logit difference. Raises :class:`KernelMismatchError` when
     the agreement is below ``min_agreement`` (saturating kernels measured 83.9 % on the cpu
     baseline, 7-bit activations 99.5 %): the int8 accuracy measured would then be the
-    kernels' overflow rather than quantization's cost."""
-    rows = []
+    kernels' overflow rather than quantization's cost. The compiled logits ride along in the
+    table's ``attrs["logits"]`` for :func:`measure_variants`."""
+    rows, outs = [], {}
     for name, (graph, fast) in pairs.items():
         ref, out = logits(graph, split, p), logits(fast, split, p)
+        outs[name] = out
         rows.append({"variant": name, "activation_bits": activation_bits(graph),
                      "kernel_agreement": agreement(ref, out)["top1_agreement"],
                      "max_logit_diff": (ref - out).abs().max().item()})
@@ -357,9 +363,11 @@ def check_kernels(pairs: dict[str, tuple[nn.Module, nn.Module]], split, p,
                 f"{rows[-1]['kernel_agreement']:.1f} % of {len(split)} images (largest logit difference "
                 f"{rows[-1]['max_logit_diff']:.3g}; {rows[-1]['activation_bits']}-bit activations, "
                 f"kernels_saturate() = {kernels_saturate()} here). On a CPU without VNNI 8-bit activations "
-                "overflow: quantize with reduce_range=True (quantization.reduce_range(p)); otherwise set the "
+                "overflow: quantize with reduce_range=True (quantization.needs_reduced_range(p)); otherwise set the "
                 "profile's compile_quantized to false to measure the reference graph")
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    table.attrs.update(logits=outs, split_size=len(split))
+    return table
 
 
 def calibration_batches(d, p, n: int) -> list[torch.Tensor]:

@@ -140,12 +140,12 @@ def test_kernels_saturate_on_x86_without_vnni_only(monkeypatch):
         assert quantization.kernels_saturate() is expected, caps
 
 
-def test_reduce_range_only_where_the_profile_runs_the_kernels(monkeypatch):
+def test_reduced_range_only_where_the_profile_runs_the_kernels(monkeypatch):
     monkeypatch.setattr(quantization, "kernels_saturate", lambda: True)
-    assert quantization.reduce_range(config.get_profile("cpu")) is True
-    assert quantization.reduce_range(config.get_profile("smoke")) is False  # not compiled: the graph runs
+    assert quantization.needs_reduced_range(config.get_profile("cpu")) is True
+    assert quantization.needs_reduced_range(config.get_profile("smoke")) is False  # not compiled: the graph runs
     monkeypatch.setattr(quantization, "kernels_saturate", lambda: False)
-    assert quantization.reduce_range(config.get_profile("cpu")) is False
+    assert quantization.needs_reduced_range(config.get_profile("cpu")) is False
 
 
 def test_activation_range_survives_save_and_load(trained, tmp_path):
@@ -179,6 +179,24 @@ def test_check_kernels_reports_agreement_and_refuses_a_mismatch(trained):
 
     with pytest.raises(quantization.KernelMismatchError, match=r"int8 static.*reduce_range=True"):
         quantization.check_kernels({"int8 static": (q, Shuffled())}, d.test, p)
+
+
+def test_measure_variants_reuses_the_kernel_checks_logits_on_the_same_split(trained, monkeypatch):
+    p, d, model, calib = trained
+    q = quantization.quantize(model, calib, calib[0][:2])
+    kernels = quantization.check_kernels({"int8 static": (q, q)}, d.test, p)
+
+    class Unrun(torch.nn.Module):  # the compiled model must not be evaluated again
+        def forward(self, x):
+            raise AssertionError("evaluated twice")
+
+    monkeypatch.setattr(measure, "latency_pairs", lambda nets, size: {n: {"latency_b1_ms": 1.0} for n in nets})
+    reference = quantization.logits(model, d.test, p)
+    table = quantization.measure_variants({"int8 static": Unrun()}, {"int8 static": 1000}, d.test, p, reference, kernels)
+    want = quantization.measure_variant("int8 static", q, d.test, p, reference, 1000)
+    assert table.loc[0, "test_acc"] == want["test_acc"] and table.loc[0, "kernel_agreement"] == 100.0
+    with pytest.raises(AssertionError, match="evaluated twice"):  # another split: computed afresh
+        quantization.measure_variants({"int8 static": Unrun()}, {"int8 static": 1000}, d.val, p, reference, kernels)
 
 
 def test_findings_name_the_kernels_activation_range_only_when_measured():
