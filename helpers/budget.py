@@ -1,10 +1,10 @@
 """The fine-tuning budget study: how much fine-tuning would the headline's targets need?
 
 The series fine-tunes every run for ``finetune_epochs`` epochs of optimizer steps (cpu: 0.5,
-176 steps), so that it fits its time budget, and at that budget it misses the targets of
-REPORT.md's headline. This study measures what a larger budget buys: one criterion per route,
-at a point whose network meets the route's compression target, fine-tuned with the recipe
-notebook 06 chose, for several budgets, a few seeds each. It runs the headline's own code path
+156 steps on 40,000 training images), so that it fits its time budget, and at that budget it
+misses some targets of REPORT.md's headline. This study measures what a larger budget buys: one
+criterion per route, at a point whose network meets the route's compression target, fine-tuned
+with the recipe notebook 06 chose, for several budgets, a few seeds each. It runs the headline's own code path
 (:func:`helpers.routes.run`): a run at the series' budget *is* the headline's run (read back
 when notebook 06 has made it), and a seed fixes the same reference images and data order at
 every budget, so budgets are compared paired by seed.
@@ -28,10 +28,10 @@ from .training import evaluate, load_artifact
 STUDY = (("size", "weight", 0.75), ("size", "weight", 0.8), ("compute", "lrp", 0.45))
 """Default points, (route, criterion, point): beyond the headline's reach at the series' budget,
 where the pruned networks meet the targets. On cpu, the FLOPs target binds on the compute route:
-at 45 % of the filters LRP's network has 3.63x fewer parameters and 1.53x fewer FLOPs (weight
-magnitude's 3.96x and 1.49x, taylor's 3.08x and 1.41x); weight magnitude is the size route's
-strongest criterion in the headline, studied at 75 % sparsity (the smallest in steps of 5 points
-whose file is at least 12x smaller) and at 80 % (about 15x)."""
+at 45 % of the filters LRP's network has 3.62x fewer parameters and 1.53x fewer FLOPs (on the
+40,000-image baseline); weight magnitude is the size route's strongest criterion in the headline,
+studied at 75 % sparsity (the smallest in steps of 5 points whose file is at least 12x smaller)
+and at 80 % (about 15x)."""
 BUDGETS = (0.5, 1.0, 2.0, 4.0)
 """Default budgets, in epochs of optimizer steps."""
 KEYS = ["route", "criterion", "point", "budget_epochs"]
@@ -109,7 +109,8 @@ def sentences(table: pd.DataFrame, max_drop: float = 1.0) -> list[str]:
                 f"{g['compression_x'].mean():.2f}x fewer parameters, {g['flops_x'].mean():.2f}x fewer FLOPs")
         drops = ", ".join(f"{r.budget_epochs:g}: {r.val_drop:.2f}" for r in g.itertuples())
         hit = g[g["within"]]
-        verdict = (f"within {max_drop:g} point from {hit['budget_epochs'].iloc[0]:g} epochs "
+        first = hit["budget_epochs"].iloc[0] if len(hit) else None
+        verdict = (f"within {max_drop:g} point from {first:g} epoch{'' if first == 1 else 's'} "
                    f"({int(hit['steps'].iloc[0])} optimizer steps, {hit['train_s'].iloc[0]:.0f} s of training per run here)"
                    if len(hit) else f"not within {max_drop:g} point at any budget tried "
                    f"(up to {g['budget_epochs'].max():g} epochs, {g['train_s'].iloc[-1]:.0f} s of training per run)")
