@@ -49,9 +49,12 @@ def plain(obj):
 
 
 def save(obj: dict, path: Path) -> Path:
-    """``torch.save`` atomically; holds tensors, numbers, strings, lists and dicts only."""
-    obj = plain(obj)
-    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    """``torch.save`` atomically; holds tensors, numbers, strings, lists and dicts only. Saved
+    to memory first: ``torch.save`` to a path names the archive's records after the file, here
+    a random temporary name, so the same object would give other bytes (and another LZMA size)."""
+    buffer = io.BytesIO()
+    torch.save(plain(obj), buffer)
+    return atomic_write(path, lambda tmp: tmp.write_bytes(buffer.getvalue()))
 
 
 def save_json(obj, path: Path) -> Path:

@@ -64,6 +64,7 @@ class Profile:
     recipe_fraction: float = 0.3       # the recipe is chosen on LRP's network at this fraction of filters removed
     headline_fractions: tuple = (0.15, 0.3)  # compute route: fractions of filters removed
     headline_sparsities: tuple = (0.5, 0.6, 0.7, 0.75)  # size route: global weight sparsities (brackets each crossing of -1 point; 0.75: a 12x file)
+    weight_bits: tuple = (6, 8)        # size and combined routes: int8 weight grids each run is measured on (8: full int8)
     sweep_stop_points: float = 10.0    # a criterion this far below the baseline (first seed) skips larger points; 0: never
     report_sparsity: float = 0.8       # the report's allocation: weights pruned globally to this sparsity ...
     report_margin: float = 0.01        # ... and each layer's sparsity minus this is its fraction of filters removed
@@ -117,6 +118,7 @@ _TUPLES = {  # tuple field -> (item type, lowest, highest, lowest excluded, high
     "finetune_kd_alphas": ((int, float), 0, 1, False, False),
     "headline_fractions": ((int, float), 0, 1, True, True),
     "headline_sparsities": ((int, float), 0, 1, True, True),
+    "weight_bits": (int, 2, 8, False, False),
 }
 _NON_NEGATIVE = ("val_per_class", "sweep_stop_points", "series_minutes", "compute_seeds", "size_seeds", "warmup", "momentum",
                  "weight_decay", "label_smoothing", "seed", "kd_alpha", "synthetic_train_per_class", "synthetic_test_per_class")
@@ -172,6 +174,9 @@ def validate(p: Profile) -> None:
         if 0 < getattr(p, name) < p.seeds:
             raise ValueError(f"profile parameter '{name}' must be 0 (as many as seeds) or at least seeds ({p.seeds}): "
                              f"the combined route starts from both routes' seeds; got {getattr(p, name)}")
+    if 8 not in p.weight_bits:
+        raise ValueError(f"profile parameter 'weight_bits' must include 8 (the full int8 grid, each run's own "
+                         f"measurement), got {p.weight_bits!r}")
     if not 0 < p.recipe_fraction < 1:
         raise ValueError(f"profile parameter 'recipe_fraction' must lie in (0, 1), got {p.recipe_fraction}")
     if p.kd_alpha > 1:

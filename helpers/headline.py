@@ -13,25 +13,38 @@ import pandas as pd
 
 from . import stats, tables
 
-COLUMNS = ["route", "criterion", "n_seeds", "filters_removed_or_sparsity", "compression_x", "flops_x",
+COLUMNS = ["route", "criterion", "n_seeds", "filters_removed_or_sparsity", "weight_bits", "compression_x", "flops_x",
            "test_acc_mean", "test_acc_std", "drop_points", "val_acc_mean"]
+POINT = ["point", "weight_bits"]
+"""What one point of a route is: the fraction of filters or the sparsity, and the weight grid
+(32: float32; 8: int8; fewer: int8 weights on a narrower grid, size and combined routes)."""
 TARGETS = {"size": 12.0, "compute": 2.5}   # compression within 1 point (file size; parameters)
 FLOPS_TARGET = 1.5                           # compute route: FLOPs reduction within 1 point
 
 
 def finished(rows: pd.DataFrame) -> pd.DataFrame:
-    """The runs that did not diverge (a diverged run is never a result)."""
-    return rows[rows["status"] == "ok"]
+    """The runs that did not diverge (a diverged run is never a result), each with its
+    ``weight_bits`` (tables without the column: 8 on the int8 routes, 32 elsewhere)."""
+    rows = rows[rows["status"] == "ok"]
+    default = rows["route"].map(lambda r: 8 if r in ("size", "combined") else 32)
+    return rows.assign(weight_bits=rows["weight_bits"].fillna(default) if "weight_bits" in rows else default)
 
 
 def table(rows: pd.DataFrame, baseline_val: float, baseline_test: float, max_drop: float = 1.0) -> pd.DataFrame:
-    """One row per route and criterion (the control ``none`` excluded): the headline point
-    located on validation accuracy, with test accuracy and compression read there."""
+    """One row per route and criterion (the control ``none`` excluded): the headline point, the
+    (point, weight grid) of largest mean compression whose mean validation accuracy is at most
+    ``max_drop`` below the baseline's, with test accuracy (n, mean, std) and compression read there."""
     ok = finished(rows)
     ok = ok[ok["criterion"] != "none"]
-    at = stats.largest_within(ok, ["route", "criterion"], "point", "val_acc", baseline_val, max_drop, "test_acc")
-    means = ok.groupby(["route", "criterion", "point"], as_index=False)[["compression_x", "flops_x"]].mean()
-    out = at.merge(means, on=["route", "criterion", "point"], how="left")
+    keys = ["route", "criterion", *POINT]
+    means = ok.groupby(keys, as_index=False, sort=False)[["val_acc", "compression_x", "flops_x"]].mean()
+    within = means[means["val_acc"] >= baseline_val - max_drop]
+    at = within.loc[within.groupby(["route", "criterion"], sort=False)["compression_x"].idxmax()]
+    test = stats.spread(ok, keys, "test_acc").rename(columns={"mean": "test_acc_mean", "std": "test_acc_std",
+                                                               "n": "n_seeds"})
+    out = means[["route", "criterion"]].drop_duplicates().merge(
+        at.rename(columns={"val_acc": "val_acc_mean"}).merge(test, on=keys), on=["route", "criterion"], how="left")
+    out["n_seeds"] = out["n_seeds"].fillna(0).astype(int)
     out = out.rename(columns={"point": "filters_removed_or_sparsity"})
     out["drop_points"] = baseline_test - out["test_acc_mean"]
     return out.reindex(columns=COLUMNS)
@@ -42,7 +55,7 @@ def paired(rows: pd.DataFrame, reference: str = "lrp", confidence: float = 0.95)
     and point where both finished; the seeds a ±0.5-point interval would need."""
     ok = finished(rows)
     out = []
-    for (route, point), g in ok.groupby(["route", "point"], sort=False):
+    for (route, point, bits), g in ok.groupby(["route", *POINT], sort=False):
         wide = g.pivot_table(index="seed", columns="criterion", values="test_acc")
         if reference not in wide:
             continue
@@ -51,7 +64,7 @@ def paired(rows: pd.DataFrame, reference: str = "lrp", confidence: float = 0.95)
             if len(both) == 0:
                 continue
             d = stats.paired_difference(both[reference], both[other], confidence)
-            out.append({"route": route, "point": point, "criterion": other, **d,
+            out.append({"route": route, "point": point, "weight_bits": bits, "criterion": other, **d,
                         "seeds_needed": stats.seeds_needed(d["std"]) if len(both) > 1 else float("nan")})
     return pd.DataFrame(out)
 
@@ -60,7 +73,7 @@ def per_point(rows: pd.DataFrame) -> pd.DataFrame:
     """n, mean and standard deviation of validation and test accuracy, and mean compression,
     at every route, criterion and point (the figure's data)."""
     ok = finished(rows)
-    keys = ["route", "criterion", "point"]
+    keys = ["route", "criterion", *POINT]
     test = stats.spread(ok, keys, "test_acc").rename(columns={"mean": "test_acc_mean", "std": "test_acc_std"})
     rest = ok.groupby(keys, as_index=False, sort=False)[["val_acc", "compression_x", "flops_x"]].mean()
     return test.merge(rest, on=keys)
@@ -72,8 +85,9 @@ def findings(head: pd.DataFrame, pairs: pd.DataFrame, recipe: dict, rows: pd.Dat
     lines = [f"Every fine-tuned run uses one recipe, chosen on validation: peak learning rate "
              f"{recipe['lr']:g}, " + (f"knowledge distillation weight {recipe['kd_alpha']:g}."
                                       if recipe["kd_alpha"] else "labels only (no distillation).")]
-    bad = rows[rows["status"] != "ok"]
-    lines.append(f"{len(rows)} runs, {len(bad)} diverged or collapsed (excluded: "
+    runs = rows[rows["weight_bits"] >= 8] if "weight_bits" in rows else rows  # narrower grids: the same runs
+    bad = runs[runs["status"] != "ok"]
+    lines.append(f"{len(runs)} runs, {len(bad)} diverged or collapsed (excluded: "
                  + (", ".join(f"{r.route} {r.criterion} {r.point:g} seed {r.seed}" for r in bad.itertuples())
                     or "none") + ").")
     for route, target in TARGETS.items():
@@ -86,15 +100,17 @@ def findings(head: pd.DataFrame, pairs: pd.DataFrame, recipe: dict, rows: pd.Dat
 def _combined_sentence(rows: pd.DataFrame, head: pd.DataFrame, baseline_test: float) -> list[str]:
     """What the combined route reached, whether or not it stays within 1 point (the headline
     table only holds the points that do)."""
-    ok = rows[(rows["route"] == "combined") & (rows["status"] == "ok")] if "route" in rows else rows.iloc[:0]
+    ok = finished(rows[rows["route"] == "combined"]) if "route" in rows else rows.iloc[:0]
     if ok.empty:
         return []
-    kept = head[(head["route"] == "combined")].dropna(subset=["compression_x"])["criterion"].tolist()
-    parts = [f"{name} ({f:.0%} of the filters, then {sp:.0%} of the weights): {g['compression_x'].mean():.2f}x "
-             f"smaller file and {g['flops_x'].mean():.2f}x fewer FLOPs, test {g['test_acc'].mean():.2f} ± "
-             f"{g['test_acc'].std():.2f} % (n={len(g)}, drop {baseline_test - g['test_acc'].mean():.2f} points), "
-             f"{'within' if name in kept else 'not within'} 1 point on validation"
-             for (name, f, sp), g in ok.groupby(["criterion", "fraction", "point"])]
+    kept = {tuple(r) for r in head[(head["route"] == "combined")].dropna(subset=["compression_x"])[
+        ["criterion", "filters_removed_or_sparsity", "weight_bits"]].itertuples(index=False)}
+    parts = [f"{name} ({f:.0%} of the filters, then {sp:.0%} of the weights, {grid(bits)}): "
+             f"{g['compression_x'].mean():.2f}x smaller file and {g['flops_x'].mean():.2f}x fewer FLOPs, test "
+             f"{g['test_acc'].mean():.2f} ± {g['test_acc'].std():.2f} % (n={len(g)}, drop "
+             f"{baseline_test - g['test_acc'].mean():.2f} points), "
+             f"{'within' if (name, sp, bits) in kept else 'not within'} 1 point on validation"
+             for (name, f, sp, bits), g in ok.groupby(["criterion", "fraction", *POINT])]
     return ["combined route (the compute route's network, then the size route on top): " + "; ".join(parts) + "."]
 
 
@@ -106,10 +122,22 @@ def _route_sentence(h: pd.DataFrame, route: str, target: float) -> str:
     best = reached.loc[reached["compression_x"].idxmax()]
     met = best["compression_x"] >= target and (route != "compute" or best["flops_x"] >= FLOPS_TARGET)
     extra = f" and {best['flops_x']:.2f}x fewer FLOPs (target {FLOPS_TARGET}x)" if route == "compute" else ""
+    at = "" if route == "compute" else f", {grid(best['weight_bits'])}"
     return (f"{route} route: the largest compression within 1 point is {best['criterion']}'s "
-            f"{best['compression_x']:.2f}x {unit}{extra} at {best['filters_removed_or_sparsity']:g}, test "
+            f"{best['compression_x']:.2f}x {unit}{extra} at {best['filters_removed_or_sparsity']:g}{at}, test "
             f"{best['test_acc_mean']:.2f} ± {best['test_acc_std']:.2f} % (n={int(best['n_seeds'])}, drop "
             f"{best['drop_points']:.2f} points); target {target:g}x: {'met' if met else 'missed'}.")
+
+
+def grid(bits: float) -> str:
+    """The weight grid in words: ``int8 weights`` or ``6-bit weights (int8 storage)``."""
+    return "int8 weights" if bits == 8 else f"{int(bits)}-bit weights (int8 storage)"
+
+
+def _at(r) -> str:
+    """A point in words: ``0.7``, or ``0.7 (6-bit)`` on a narrower weight grid."""
+    bits = getattr(r, "weight_bits", 32)
+    return f"{r.point:g}" + (f" ({int(bits)}-bit)" if bits < 8 else "")
 
 
 def _pair_sentences(pairs: pd.DataFrame, head: pd.DataFrame) -> list[str]:
@@ -119,20 +147,20 @@ def _pair_sentences(pairs: pd.DataFrame, head: pd.DataFrame) -> list[str]:
     for route, g in pairs.groupby("route", sort=False):
         res = g[g["resolved"]]
         lines.append(f"{route} route, LRP minus each criterion (test accuracy, paired by seed, 95 % interval): "
-                     + "; ".join(f"{r.criterion} at {r.point:g}: {r.mean:+.2f} [{r.low:+.2f}, {r.high:+.2f}]"
+                     + "; ".join(f"{r.criterion} at {_at(r)}: {r.mean:+.2f} [{r.low:+.2f}, {r.high:+.2f}]"
                                  for r in g.itertuples()) + ". Resolved: "
-                     + (", ".join(f"{r.criterion} at {r.point:g}" for r in res.itertuples()) or "none") + ".")
+                     + (", ".join(f"{r.criterion} at {_at(r)}" for r in res.itertuples()) or "none") + ".")
         wide = g[g["half_width"] > 0.5]
         if len(wide):
             lines.append(f"{route} route: intervals wider than ±0.5 points would need about "
-                         + ", ".join(f"{int(r.seeds_needed)} seeds ({r.criterion} at {r.point:g})"
+                         + ", ".join(f"{int(r.seeds_needed)} seeds ({r.criterion} at {_at(r)})"
                                      for r in wide.itertuples()) + ".")
     return lines
 
 
 def section(head: pd.DataFrame, pairs: pd.DataFrame, lines: list[str], base: dict, p) -> str:
     """REPORT.md's headline section (notebook 06 writes it; the README block leads with it)."""
-    cols = ["route", "point", "criterion", "n", "mean", "low", "high", "resolved", "seeds_needed"]
+    cols = ["route", "point", "weight_bits", "criterion", "n", "mean", "low", "high", "resolved", "seeds_needed"]
     return "\n".join([
         "## Headline: the largest compression within 1 point of the baseline", "",
         f"Baseline {p.arch} (width {p.width:g}): test accuracy {base['test_acc']:.2f} %, "
@@ -140,8 +168,10 @@ def section(head: pd.DataFrame, pairs: pd.DataFrame, lines: list[str], base: dic
         f"{p.finetune_epochs:g} epochs of optimizer steps with the recipe chosen on validation; "
         f"{p.seeds} seeds per point" + seeds_note(p) + ". The point is located on validation accuracy "
         "(mean over seeds), the table reports test accuracy there. Compression: file size (int8, sparse, "
-        "LZMA) on the size and combined routes, parameters on the compute route. A dash: no point tried "
-        "stays within 1 point.",
+        "LZMA) on the size and combined routes, parameters on the compute route. Every size and combined "
+        f"run is measured on each weight grid of {tuple(p.weight_bits)} bits (int8 storage and kernels; "
+        "`weight_bits`: 8 is the full int8 range, 32 float32); its point is a sparsity and a grid. "
+        "A dash: no point tried stays within 1 point.",
         "", tables.markdown(head), "",
         "![accuracy against compression, per route](headline.png)", "",
         "LRP minus each criterion, test accuracy, paired by seed (95 % interval):", "",

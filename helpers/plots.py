@@ -150,8 +150,9 @@ def per_layer(df: pd.DataFrame, y: str, ylabel: str, title: str = ""):
 
 def headline(points: pd.DataFrame, baseline_acc: float, max_drop: float = 1.0):
     """Test accuracy (mean ± standard deviation over seeds) against compression, one line per
-    criterion, one panel per route, with the baseline and the ``max_drop`` band below it shaded,
-    and the unpruned network fine-tuned alike (the control) where it ran."""
+    criterion and weight grid (a narrower int8 grid dashed), one panel per route, with the
+    baseline and the ``max_drop`` band below it shaded, and the unpruned network fine-tuned alike
+    (the control) where it ran."""
     routes = [r for r in ("compute", "size", "combined") if r in set(points["route"])]
     fig, axes = plt.subplots(1, len(routes), figsize=(5.2 * len(routes), 4), sharey=True, squeeze=False)
     xlabel = {"compute": "parameter reduction", "size": "file-size reduction (int8, sparse, LZMA)",
@@ -159,10 +160,13 @@ def headline(points: pd.DataFrame, baseline_acc: float, max_drop: float = 1.0):
     palette = dict(zip(sorted(set(points["criterion"]) - {"none"}), sns.color_palette()))
     for ax, route in zip(axes[0], routes):
         d = points[points["route"] == route]
-        for name, g in d[d["criterion"] != "none"].groupby("criterion"):
+        d = d if "weight_bits" in d else d.assign(weight_bits=32)
+        for (name, bits), g in d[d["criterion"] != "none"].groupby(["criterion", "weight_bits"]):
             g = g.sort_values("compression_x")
-            ax.errorbar(g["compression_x"], g["test_acc_mean"], yerr=g["test_acc_std"], marker="o",
-                        capsize=3, label=f"{name} (n={int(g['n'].min())})", color=palette[name])
+            narrow = bits < 8  # int8 weights on a narrower grid: dashed
+            ax.errorbar(g["compression_x"], g["test_acc_mean"], yerr=g["test_acc_std"], marker="s" if narrow else "o",
+                        ls="--" if narrow else "-", capsize=3, color=palette[name],
+                        label=f"{name}{f', {int(bits)}-bit' if narrow else ''} (n={int(g['n'].min())})")
         control = d[d["criterion"] == "none"]
         if len(control):
             ax.errorbar(control["compression_x"], control["test_acc_mean"], yerr=control["test_acc_std"],

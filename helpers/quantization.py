@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import itertools
 import logging
 import lzma
@@ -88,10 +89,22 @@ class KernelMismatchError(RuntimeError):
     """Compiled int8 kernels compute something else than the int8 graph they were lowered from."""
 
 
-def _quantizer(dynamic: bool, reduce_range: bool):
+def weight_range(bits: int) -> tuple[int, int]:
+    """The int8 weights' range on a ``bits``-bit grid: -128..127 at 8 bits (torchao's default),
+    -32..31 at 6. A narrower grid stores in int8 and runs on the same kernels; its values take
+    fewer distinct levels, which the LZMA-compressed sparse file codes in fewer bits."""
+    if not isinstance(bits, int) or isinstance(bits, bool) or not 2 <= bits <= 8:
+        raise ValueError(f"weight_bits must be an integer from 2 to 8 (int8 storage), got {bits!r}")
+    return -2 ** (bits - 1), 2 ** (bits - 1) - 1
+
+
+def _quantizer(dynamic: bool, reduce_range: bool, weight_bits: int = 8):
     import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
     q = xiq.X86InductorQuantizer()
     config = xiq.get_default_x86_inductor_quantization_config(is_dynamic=dynamic, reduce_range=reduce_range)
+    if weight_bits != 8:
+        low, high = weight_range(weight_bits)
+        config = dataclasses.replace(config, weight=dataclasses.replace(config.weight, quant_min=low, quant_max=high))
     if dynamic:
         q.set_module_type_qconfig(nn.Linear, config)
     else:
@@ -100,20 +113,22 @@ def _quantizer(dynamic: bool, reduce_range: bool):
 
 
 def quantize(model: nn.Module, calibration, example: torch.Tensor, dynamic: bool = False,
-             reduce_range: bool = False) -> nn.Module:
+             reduce_range: bool = False, weight_bits: int = 8) -> nn.Module:
     """An int8 copy of ``model`` (a ``torch.fx.GraphModule``), calibrated on the batches of
     ``calibration`` (iterable of input tensors). ``example`` fixes the traced batch size
     (the batch dimension is exported as dynamic). CPU-only by nature (x86 int8 kernels): it
     works on a CPU copy and never moves ``model``. ``reduce_range``: 7-bit activations (0-127),
     for int8 kernels that run on a CPU where :func:`kernels_saturate`; the default, 8-bit, is
-    what the reference graph computes and what VNNI kernels match."""
+    what the reference graph computes and what VNNI kernels match. ``weight_bits``: the per-channel
+    int8 weights on a narrower grid (:func:`weight_range`; 8: the full int8 range)."""
+    weight_range(weight_bits)
     with _quiet():
         from torchao.quantization.pt2e import allow_exported_model_train_eval
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
         model = copy.deepcopy(model).eval().cpu()
         batch = torch.export.Dim("batch", min=1, max=4096)
         exported = torch.export.export(model, (example,), dynamic_shapes=({0: batch},)).module()
-        prepared = prepare_pt2e(exported, _quantizer(dynamic, reduce_range))
+        prepared = prepare_pt2e(exported, _quantizer(dynamic, reduce_range, weight_bits))
         with torch.no_grad():
             for x in calibration:
                 prepared(x)
@@ -214,7 +229,7 @@ def _rebuild(obj: dict, state: dict, example: torch.Tensor, path: Path) -> torch
     with the saved tensors and activation constants loaded into it (files saved before
     ``activation_bits`` was recorded hold 8-bit activations)."""
     qmodel = quantize(build_model(obj["spec"]), [example], example, dynamic=obj["mode"] == "dynamic",
-                      reduce_range=obj.get("activation_bits", 8) == 7)
+                      reduce_range=obj.get("activation_bits", 8) == 7, weight_bits=obj.get("weight_bits", 8))
     missing = set(used_state(qmodel)) - set(state)
     if missing:
         raise checkpoint.CheckpointError(f"{path} does not fit its spec: missing {sorted(missing)[:3]}")
@@ -226,16 +241,18 @@ def _rebuild(obj: dict, state: dict, example: torch.Tensor, path: Path) -> torch
     return qmodel
 
 
-def save_sparse(qmodel: torch.fx.GraphModule, spec: dict, path: Path) -> dict:
+def save_sparse(qmodel: torch.fx.GraphModule, spec: dict, path: Path, weight_bits: int = 8) -> dict:
     """Save a static int8 model with its int8 weight tensors stored sparse (one bit per entry,
     packed, plus the nonzero int8 values: :func:`pruning.sparse_tensors`), packed like
     :func:`save`; and the same file compressed by the standard library's LZMA (``.xz`` beside
-    it). Returns both file sizes in bytes. :func:`load_sparse` reads either file."""
+    it). Returns both file sizes in bytes. :func:`load_sparse` reads either file.
+    ``weight_bits``: the grid ``qmodel``'s weights were quantized on (:func:`quantize`), recorded
+    so that the rebuilt graph carries the same range."""
     state = used_state(qmodel)
     weights = [k for k, v in state.items() if v.dtype == torch.int8 and v.dim() > 1]
     checkpoint.save({"kind": "quantized_sparse", "spec": spec, "mode": "static",
                      "state": pack(pruning.sparse_tensors(state, weights)),
-                     "constants": graph_constants(qmodel)}, path)
+                     "constants": graph_constants(qmodel), "weight_bits": weight_bits}, path)
     xz = Path(path).with_name(Path(path).name + ".xz")
     data = lzma.compress(Path(path).read_bytes(), preset=9 | lzma.PRESET_EXTREME)
     checkpoint.atomic_write(xz, lambda tmp: tmp.write_bytes(data))

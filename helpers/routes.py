@@ -122,7 +122,7 @@ def run(route: str, name: str, point: float, seed: int, start: nn.Module, s: dic
         raise ValueError(f"unknown route {route!r}; valid: {', '.join(TRAIN)}")
     out = Path(folder) / run_name(route, name, point, seed, tag)
     if (out / "result.json").exists():
-        return _finished(out / "result.json", p, steps)
+        return _with_bits(_finished(out / "result.json", p, steps))
     label = f"{route} route{tag and ' ' + tag}, {name}, {point:g}, seed {seed}"
     progress.line(f"fine-tuning: {label}")
     config.seed_everything(seed)
@@ -134,12 +134,53 @@ def run(route: str, name: str, point: float, seed: int, start: nn.Module, s: dic
     except DivergenceError as err:
         row.update(status="diverged", error=str(err))
         checkpoint.save_json(row, out / "result.json")
-        return row
+        return _with_bits(row)
     last = history[history["stage"] == history["stage"].max()] if "stage" in history else history
     known = {} if MEASURE[route] is measure_size else {"val": float(last["val_acc"].max())}  # int8: measured anew
     row.update(status="ok", train_s=float(history["epoch_s"].sum()), **MEASURE[route](model, d, p, baseline, out, **known))
     checkpoint.save_json(row, out / "result.json")
-    return row
+    return _with_bits(row)
+
+
+def _with_bits(row: dict) -> dict:
+    """``row`` with its ``weight_bits``: 32 where the model stays float32 (compute, report and
+    iterative routes), 8 where it is measured as int8 (size, combined; rows saved before the
+    column existed were all measured on the full int8 grid)."""
+    return {**row, "weight_bits": row.get("weight_bits", 8 if row["route"] in INT8_ROUTES else 32)}
+
+
+def grids(row: dict, folder: Path, d: Data, p: config.Profile, baseline: nn.Module, tag: str = "") -> list[dict]:
+    """A finished size or combined run measured again on each narrower weight grid of
+    ``p.weight_bits`` (:func:`helpers.quantization.weight_range`): the same fine-tuned network,
+    quantized with its int8 weights on fewer levels, stored sparse and LZMA-compressed, one row
+    per grid. Resumable: each grid's row is saved in ``w<bits>/`` inside the run's folder and
+    read back. A run that did not finish, or another route, gives no rows."""
+    if row["route"] not in INT8_ROUTES or row["status"] != "ok":
+        return []
+    run_dir = Path(folder) / run_name(row["route"], row["criterion"], row["point"], row["seed"], tag)
+    out, model = [], None
+    for bits in [b for b in p.weight_bits if b != 8]:
+        path = run_dir / f"w{bits}" / "result.json"
+        if not path.exists():
+            model = fine_tuned(run_dir) if model is None else model
+            keep = {k: row[k] for k in ("route", "criterion", "point", "seed", "lr", "kd_alpha", "steps", "status",
+                                        "train_s", "fraction") if k in row}
+            checkpoint.save_json({**keep, **measure_size(model, d, p, baseline, path.parent, bits)}, path)
+        out.append(checkpoint.load_json(path))
+    return out
+
+
+def fine_tuned(run_dir: Path) -> nn.Module:
+    """The fine-tuned network of a finished masked run (size or combined route), as measured:
+    the weights of its best epoch on validation (what :func:`helpers.training.fit` ends with),
+    the masks folded in."""
+    state = checkpoint.load(Path(run_dir) / "train_state.pt", kind="train_state",
+                            hint="run the size route (notebook 06) first")
+    model = models.build_model(state["run"]["spec"])
+    for m in pruning.weight_layers(model).values():
+        torch.nn.utils.prune.identity(m, "weight")
+    model.load_state_dict(state["best"]["model"])
+    return pruning.make_permanent(model).eval()
 
 
 def measure_compute(model: nn.Module, d: Data, p: config.Profile, baseline: nn.Module, out: Path,
@@ -161,21 +202,23 @@ def measure_report(model: nn.Module, d: Data, p: config.Profile, baseline: nn.Mo
     return measure_compute(model, d, p, baseline, out, val, loss=True)
 
 
-def measure_size(model: nn.Module, d: Data, p: config.Profile, baseline: nn.Module, out: Path) -> dict:
-    """Fold the masks, quantize to int8 (calibrated on training batches), store it sparse, and
-    measure the int8 model: validation and test accuracy, weight sparsity, both file sizes and
-    the file-size reduction against the float32 baseline (LZMA-compressed file)."""
+def measure_size(model: nn.Module, d: Data, p: config.Profile, baseline: nn.Module, out: Path,
+                 weight_bits: int = 8) -> dict:
+    """Fold the masks, quantize to int8 (calibrated on training batches; the weights on a
+    ``weight_bits`` grid), store it sparse, and measure the int8 model: validation and test
+    accuracy, weight sparsity, both file sizes and the file-size reduction against the float32
+    baseline (LZMA-compressed file)."""
     model = pruning.make_permanent(model).eval()
     calibration = quantization.calibration_batches(d, p, 4)
-    q = quantization.quantize(model.cpu(), calibration, calibration[0][:2])
-    files = quantization.save_sparse(q, models.spec_of(model, p.arch), out / "int8_sparse.pt")
+    q = quantization.quantize(model.cpu(), calibration, calibration[0][:2], weight_bits=weight_bits)
+    files = quantization.save_sparse(q, models.spec_of(model, p.arch), out / "int8_sparse.pt", weight_bits)
     base = measure.size_on_disk(baseline)["bytes"]
     return {"val_acc": _accuracy(q, d.val, p), "test_acc": _accuracy(q, d.test, p),
             "sparsity": pruning.global_sparsity(model), "parameters": measure.nonzero_parameters(model),
             "flops": measure.flops(model, p.input_size), "compression_x": base / files["xz_bytes"],
             "compression_x_uncompressed": base / files["sparse_bytes"],
             "flops_x": measure.flops(baseline, p.input_size) / measure.flops(model, p.input_size),
-            "size_bytes": files["xz_bytes"], "sparse_bytes": files["sparse_bytes"]}
+            "size_bytes": files["xz_bytes"], "sparse_bytes": files["sparse_bytes"], "weight_bits": weight_bits}
 
 
 def _finished(path: Path, p: config.Profile, steps: int) -> dict:
@@ -188,6 +231,8 @@ def _finished(path: Path, p: config.Profile, steps: int) -> dict:
     return row
 
 
+INT8_ROUTES = ("size", "combined")
+"""The routes whose networks are measured as int8 (on each grid of ``p.weight_bits``)."""
 MEASURE = {"compute": measure_compute, "size": measure_size, "combined": measure_size, "report": measure_report,
            "iterative": measure_compute}
 
@@ -221,8 +266,9 @@ def sweep(route: str, names: list[str], points: tuple, seed_scores: dict[int, di
                 if x > stop.get(name, x):
                     break
                 s = by_name["weight" if name == "none" else name]
-                rows.append(run(route, name, x, seed, baseline, s, d, p, folder, steps, baseline))
-                if seed == first and floor is not None and rows[-1].get("val_acc", floor) < floor:
+                row = run(route, name, x, seed, baseline, s, d, p, folder, steps, baseline)
+                rows += [row, *grids(row, folder, d, p, baseline)]
+                if seed == first and floor is not None and row.get("val_acc", floor) < floor:
                     stop.setdefault(name, x)
     return pd.DataFrame(rows)
 
@@ -239,7 +285,7 @@ def combined(names: list[str], fractions: dict[str, float], sparsities: dict[str
             start = compute_model(folder, name, f, seed)
             s = seed_scores(start, d, p, seed, [name], Path(folder) / f"scores_f{f:g}_{name}_s{seed}")[name]
             row = run("combined", name, sp, seed, start, s, d, p, folder, steps, baseline, tag=f"_f{f:g}")
-            rows.append({**row, "fraction": f})
+            rows += [{**r, "fraction": f} for r in (row, *grids(row, folder, d, p, baseline, tag=f"_f{f:g}"))]
     return pd.DataFrame(rows)
 
 

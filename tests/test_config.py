@@ -38,6 +38,9 @@ def test_unknown_parameter_lists_valid_ones():
     (dict(schedule="step"), "valid values: onecycle, cosine"),
     (dict(label_smoothing=1.0), "label_smoothing"),
     (dict(pretrained=1), "'pretrained' must be bool"),
+    (dict(weight_bits=(6,)), "'weight_bits' must include 8"),
+    (dict(weight_bits=(1, 8)), "'weight_bits' must be increasing distinct numbers in \\[2, 8\\]"),
+    (dict(weight_bits=(8, 6)), "'weight_bits' must be increasing"),
 ])
 def test_bad_values_are_named(override, message):
     with pytest.raises(ValueError, match=message):
