@@ -129,7 +129,7 @@ PROFILES: dict[str, dict] = {
                   val_per_class=2, synthetic_train_per_class=24, synthetic_test_per_class=4,
                   eval_batch_size=200, finetune_epochs=1.0, finetune_lrs=(0.02,), seeds=2,
                   headline_fractions=(0.2, 0.4), headline_sparsities=(0.5,), iterative_step=0.25,
-                  ref_per_class=2, compile_quantized=False, full_width_benchmark=False,
+                  ref_per_class=2, compile_quantized=False, full_width_benchmark=False, weight_bits=(8,),
                   lowdata_ref_sizes=(1, 2), lowdata_seeds=2, lowdata_fractions=(0.1, 0.3),
                   lowdata_sparsities=(0.3, 0.6), lowdata_eval_per_class=1, lowdata_recal_batches=2),
     # The default: real CIFAR-100 on 2 CPU cores, VGG-16-BN at width 0.25.
