@@ -60,27 +60,3 @@ def select_best(rows: pd.DataFrame, select: str = "val_acc") -> pd.Series:
     if ok.empty:
         raise ValueError(f"no finished run to choose from ({len(rows)} rows, none with status ok)")
     return ok.loc[ok[select].idxmax()]
-
-
-def largest_within(df: pd.DataFrame, by: list[str], x: str, select: str, reference: float,
-                   max_drop: float = 1.0, report: str | None = None) -> pd.DataFrame:
-    """Per group of ``by``: the largest ``x`` whose mean ``select`` (over the rows sharing that
-    ``x``, e.g. seeds) is at most ``max_drop`` below ``reference``. The point is located on
-    ``select`` (validation accuracy) only; ``report`` (test accuracy) is then read at that point
-    as n, mean and standard deviation. Groups where no ``x`` qualifies get NaN."""
-    rows = []
-    for key, g in df.groupby(by, sort=False):
-        means = g.groupby(x)[select].mean()
-        ok = means[means >= reference - max_drop]
-        row = dict(zip(by, key if isinstance(key, tuple) else (key,)))
-        if ok.empty:
-            missing = {f"{report}_mean": float("nan"), f"{report}_std": float("nan")} if report else {}
-            rows.append({**row, x: float("nan"), f"{select}_mean": float("nan"), "n_seeds": 0, **missing})
-            continue
-        at = g[g[x] == ok.index.max()]
-        row.update({x: ok.index.max(), f"{select}_mean": float(at[select].mean()), "n_seeds": len(at)})
-        if report:
-            row.update({f"{report}_mean": float(at[report].mean()),
-                        f"{report}_std": float(at[report].std(ddof=1)) if len(at) > 1 else 0.0})
-        rows.append(row)
-    return pd.DataFrame(rows)
