@@ -123,28 +123,7 @@ def test_size_route_holds_the_masks_and_stores_int8_sparse(trained, tmp_path):
     assert row["compression_x"] == pytest.approx(row["compression_x_uncompressed"] * row["sparse_bytes"] / row["size_bytes"])
 
 
-def test_narrower_weight_grid_stores_fewer_levels_smaller_and_reloads(trained, tmp_path):
-    p, d, model = trained
-    pruned = pruning.unstructured_prune(model, criteria.weight_magnitude(model), 0.5)
-    calib = [data.normalize(d.train.x[:32])]
-    x = data.normalize(d.test.x[:16])
-    sizes = {}
-    for bits in (8, 4):
-        q = quantization.quantize(pruned, calib, calib[0][:2], weight_bits=bits)
-        sizes[bits] = quantization.save_sparse(q, models.spec_of(pruned, p.arch), tmp_path / f"q{bits}.pt", bits)
-        weights = [v for v in quantization.used_state(q).values() if v.dtype == torch.int8 and v.dim() > 1]
-        low, high = quantization.weight_range(bits)
-        assert min(int(w.min()) for w in weights) >= low and max(int(w.max()) for w in weights) <= high
-        assert max(int(w.abs().max()) for w in weights) >= high  # each channel's largest weight spans the grid
-        again, saved = quantization.load_sparse(tmp_path / f"q{bits}.pt.xz", calib[0][:2])
-        assert saved["weight_bits"] == bits and torch.equal(again(x), q(x))
-    assert sizes[4]["xz_bytes"] < sizes[8]["xz_bytes"]
-    assert quantization.weight_range(8) == (-128, 127) and quantization.weight_range(6) == (-32, 31)
-    with pytest.raises(ValueError, match="weight_bits must be an integer from 2 to 8"):
-        quantization.weight_range(9)
-
-
-def test_weight_grids_measure_the_run_network_again_and_resume(trained, tmp_path, monkeypatch):
+def test_weight_grids_measure_the_run_network_again_on_fewer_levels_and_resume(trained, tmp_path, monkeypatch):
     p, d, model = trained
     s = _scores(model, d, p, 0, tmp_path / "scores")["weight"]
     row = routes.run("size", "weight", 0.6, 0, model, s, d, p, tmp_path, 6, model)
@@ -152,15 +131,25 @@ def test_weight_grids_measure_the_run_network_again_and_resume(trained, tmp_path
     out = tmp_path / "size_weight_0.6_s0"
     again = routes.measure_size(routes.fine_tuned(out), d, p, model, tmp_path / "again")
     assert (again["val_acc"], again["test_acc"], again["size_bytes"]) == (row["val_acc"], row["test_acc"], row["size_bytes"])
-    (six,) = routes.grids(row, tmp_path, d, dataclasses.replace(p, weight_bits=(6, 8)), model)
-    assert six["weight_bits"] == 6 and (out / "w6" / "int8_sparse.pt.xz").exists()
-    assert {k: six[k] for k in ("route", "criterion", "point", "seed", "steps")} == \
+    grid_p = dataclasses.replace(p, weight_bits=(4, 8))
+    (four,) = routes.grids(row, tmp_path, d, grid_p, model)
+    assert four["weight_bits"] == 4 and four["sparsity"] == row["sparsity"] and four["size_bytes"] < row["size_bytes"]
+    assert {k: four[k] for k in ("route", "criterion", "point", "seed", "steps")} == \
         {k: row[k] for k in ("route", "criterion", "point", "seed", "steps")}
-    assert six["sparsity"] == row["sparsity"] and six["size_bytes"] < row["size_bytes"]
+    q, saved = quantization.load_sparse(out / "w4" / "int8_sparse.pt.xz", data.normalize(d.train.x[:2]))
+    weights = [v for v in quantization.used_state(q).values() if v.dtype == torch.int8 and v.dim() > 1]
+    assert saved["weight_bits"] == 4 and min(int(w.min()) for w in weights) >= -8 and max(int(w.max()) for w in weights) <= 7
+    assert routes._accuracy(q, d.val, p) == four["val_acc"]  # the file holds the network measured
     monkeypatch.setattr(routes, "measure_size", lambda *a, **k: pytest.fail("a measured grid must be read back"))
-    assert routes.grids(row, tmp_path, d, dataclasses.replace(p, weight_bits=(6, 8)), model) == [six]
-    assert routes.grids({**row, "status": "diverged"}, tmp_path, d, p, model) == []
-    assert routes.grids({**row, "route": "compute"}, tmp_path, d, p, model) == []
+    assert routes.grids(row, tmp_path, d, grid_p, model) == [four]
+    assert routes.grids({**row, "status": "diverged"}, tmp_path, d, grid_p, model) == []
+    assert routes.grids({**row, "route": "compute"}, tmp_path, d, grid_p, model) == []
+
+
+def test_weight_range_is_torchaos_int8_range_narrowed():
+    assert quantization.weight_range(8) == (-128, 127) and quantization.weight_range(6) == (-32, 31)
+    with pytest.raises(ValueError, match="weight_bits must be an integer from 2 to 8"):
+        quantization.weight_range(9)
 
 
 def test_sparse_int8_file_reloads_to_the_same_outputs(trained, tmp_path):

@@ -1,3 +1,5 @@
+import pathlib
+
 import pytest
 import torch
 
@@ -56,15 +58,23 @@ def test_changed_settings_refuse_to_resume(quick, tmp_path):
         training.fit(model, d, other, tmp_path / "s.pt", spec)
 
 
-def test_interrupted_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+@pytest.mark.parametrize("dies_in", ["serializing", "writing"])
+def test_interrupted_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch, dies_in):
     path = tmp_path / "ckpt.pt"
     checkpoint.save({"kind": "x", "value": torch.ones(3)}, path)
 
-    def dies_half_way(obj, f):
-        with open(f, "wb") as fh:
-            fh.write(b"PK\x03\x04 half a file")
+    def dies_half_way(*args):  # torch.save(obj, buffer) into memory, or Path.write_bytes(tmp, data) to disk
+        target = args[-1] if dies_in == "serializing" else args[0]
+        if hasattr(target, "write"):
+            target.write(b"PK\x03\x04 half a file")
+        else:
+            with open(target, "wb") as fh:
+                fh.write(b"PK\x03\x04 half a file")
         raise KeyboardInterrupt
-    monkeypatch.setattr(torch, "save", dies_half_way)
+    if dies_in == "serializing":
+        monkeypatch.setattr(torch, "save", dies_half_way)
+    else:
+        monkeypatch.setattr(pathlib.Path, "write_bytes", lambda self, data: dies_half_way(self, data))
     with pytest.raises(KeyboardInterrupt):
         checkpoint.save({"kind": "x", "value": torch.zeros(3)}, path)
     monkeypatch.undo()
