@@ -127,7 +127,7 @@ PROFILES: dict[str, dict] = {
     # CI and nbval: a generated dataset in the official format, a narrow net, one epoch.
     "smoke": dict(dataset="synthetic", width=0.125, epochs=5, batch_size=32, lr=0.1,
                   val_per_class=2, synthetic_train_per_class=24, synthetic_test_per_class=4,
-                  eval_batch_size=200, finetune_epochs=1.0, finetune_lrs=(0.02,), seeds=2,
+                  eval_batch_size=200, finetune_epochs=0.5, finetune_lrs=(0.02,), seeds=2,
                   headline_fractions=(0.2, 0.4), headline_sparsities=(0.5,), iterative_step=0.25,
                   ref_per_class=2, compile_quantized=False, full_width_benchmark=False, weight_bits=(8,),
                   lowdata_ref_sizes=(1, 2), lowdata_seeds=2, lowdata_fractions=(0.1, 0.3),

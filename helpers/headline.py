@@ -22,11 +22,21 @@ TARGETS = {"size": 12.0, "compute": 2.5}   # compression within 1 point (file si
 FLOPS_TARGET = 1.5                           # compute route: FLOPs reduction within 1 point
 
 
+INT8_ROUTES = ("size", "combined")
+"""The routes whose networks are measured as int8 (on each grid of the profile's ``weight_bits``)."""
+
+
+def default_bits(route: str) -> int:
+    """The weight grid of a run whose row does not name one: 8 (full int8) on the int8 routes,
+    32 (float32) elsewhere; rows saved before the column existed were all measured so."""
+    return 8 if route in INT8_ROUTES else 32
+
+
 def finished(rows: pd.DataFrame) -> pd.DataFrame:
     """The runs that did not diverge (a diverged run is never a result), each with its
-    ``weight_bits`` (tables without the column: 8 on the int8 routes, 32 elsewhere)."""
+    ``weight_bits`` (:func:`default_bits` where the table has no such column or value)."""
     rows = rows[rows["status"] == "ok"]
-    default = rows["route"].map(lambda r: 8 if r in ("size", "combined") else 32)
+    default = rows["route"].map(default_bits)
     return rows.assign(weight_bits=rows["weight_bits"].fillna(default) if "weight_bits" in rows else default)
 
 

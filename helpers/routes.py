@@ -31,6 +31,7 @@ from torch import nn
 from . import (artifacts, checkpoint, config, criteria, finetune, measure, models, progress, pruning, quantization,
                scores, stats)
 from .data import Data, Split, class_balanced_sample, normalize
+from .headline import INT8_ROUTES, default_bits
 from .training import DivergenceError, evaluate, load_model, save_model
 
 ROUTES = ("compute", "size", "combined")
@@ -143,10 +144,8 @@ def run(route: str, name: str, point: float, seed: int, start: nn.Module, s: dic
 
 
 def _with_bits(row: dict) -> dict:
-    """``row`` with its ``weight_bits``: 32 where the model stays float32 (compute, report and
-    iterative routes), 8 where it is measured as int8 (size, combined; rows saved before the
-    column existed were all measured on the full int8 grid)."""
-    return {**row, "weight_bits": row.get("weight_bits", 8 if row["route"] in INT8_ROUTES else 32)}
+    """``row`` with its ``weight_bits`` (:func:`helpers.headline.default_bits` when it has none)."""
+    return {**row, "weight_bits": row.get("weight_bits", default_bits(row["route"]))}
 
 
 def grids(row: dict, folder: Path, d: Data, p: config.Profile, baseline: nn.Module, tag: str = "") -> list[dict]:
@@ -231,8 +230,6 @@ def _finished(path: Path, p: config.Profile, steps: int) -> dict:
     return row
 
 
-INT8_ROUTES = ("size", "combined")
-"""The routes whose networks are measured as int8 (on each grid of ``p.weight_bits``)."""
 MEASURE = {"compute": measure_compute, "size": measure_size, "combined": measure_size, "report": measure_report,
            "iterative": measure_compute}
 

@@ -21,7 +21,7 @@ UNITS = ((re.compile(r"(^|[_ ])acc([_ ]|$)|_agreement$"), "%"), (re.compile(r"_m
 # units that say themselves in the name once the suffix is dropped
 DROP_SUFFIX = re.compile(r"_(ms|MB|x)$")
 # columns that count things: whole numbers even when a missing value made them floats
-COUNTS = re.compile(r"^(n|n_\w+|\w+_count|count|seeds?|seeds_needed|images|steps|epochs?|batch|parameters|flops|FLOPs)$")
+COUNTS = re.compile(r"^(n|n_\w+|\w+_count|count|seeds?|seeds_needed|images|steps|epochs?|batch|\w*bits|parameters|flops|FLOPs)$")
 
 
 def _name(column, sep: str) -> str:

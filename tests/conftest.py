@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 
 from helpers import config, data, models, training
@@ -33,10 +35,11 @@ def staged_cifar():
     return root / data.FOLDER if (root / data.FOLDER / "train").exists() else None
 
 
-@pytest.fixture(scope="module")
-def trained_smoke(tmp_path_factory):
-    """The smoke profile, its data and a model trained for its five quick epochs: well above
-    chance, since the divergence guard stops fine-tuning runs that are still at chance."""
+@pytest.fixture(scope="session")
+def _trained_smoke_once(tmp_path_factory):
+    """The smoke profile, its data and a model trained for its five quick epochs, once per
+    session (about 14 s): well above chance, since the divergence guard stops fine-tuning runs
+    that are still at chance."""
     p = config.get_profile("smoke")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(config.ARTIFACTS_ENV, str(tmp_path_factory.mktemp("art")))
@@ -44,3 +47,11 @@ def trained_smoke(tmp_path_factory):
     model = models.create_model(p)
     training.fit(model, d, p, tmp_path_factory.mktemp("fit") / "s.pt", models.spec_for(p))
     return p, d, model.eval()
+
+
+@pytest.fixture(scope="module")
+def trained_smoke(_trained_smoke_once):
+    """:func:`_trained_smoke_once` with a copy of the model for each test module, so that no
+    module sees what another did to its model."""
+    p, d, model = _trained_smoke_once
+    return p, d, copy.deepcopy(model)

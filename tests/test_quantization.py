@@ -1,18 +1,12 @@
 import pytest
 import torch
 
-from helpers import checkpoint, config, data, measure, models, quantization, training
+from helpers import checkpoint, config, data, measure, models, quantization
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    p = config.get_profile("smoke", epochs=3)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(config.ARTIFACTS_ENV, str(tmp_path_factory.mktemp("art")))
-        d = data.load_data(p)
-    model = models.create_model(p)
-    training.fit(model, d, p, tmp_path_factory.mktemp("fit") / "s.pt", models.spec_for(p))
-    model.eval()
+def trained(trained_smoke):
+    p, d, model = trained_smoke
     calib = [x for x, _ in data.batches(d.train, 64, shuffle=True, generator=torch.Generator().manual_seed(0))][:8]
     return p, d, model, calib
 

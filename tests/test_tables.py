@@ -26,6 +26,8 @@ def test_counts_are_integers_and_missing_is_a_dash():
     assert list(out["n"]) == ["3", "3"]
     seeds = tables.frame(pd.DataFrame({"n_seeds": [3.0, np.nan], "acc_gain": [2.0, 3.0]}))
     assert list(seeds["n seeds"]) == ["3", tables.MISSING] and list(seeds["acc gain (%)"]) == ["2.00", "3.00"]
+    bits = tables.frame(pd.DataFrame({"weight_bits": [6.0, 32.0, np.nan]}))  # a grid, float for the missing row
+    assert list(bits["weight bits"]) == ["6", "32", tables.MISSING]
 
 
 def test_small_whole_floats_stay_decimals_like_their_neighbours():
