@@ -126,6 +126,7 @@ def test_only_matching_nothing_is_an_error_and_publishes_nothing(tmp_path, figur
     ("sweep_ratios", [-0.1], r"sweep_ratios item must lie in \(0, 1\), got -0.1"),
     ("criteria_names", ["lrp", "magic"], "criteria_names item is 'magic'; valid: lrp, weight"),
     ("epochs", "ten", "epochs must be int, got str 'ten'"),
+    ("sweep_allocation", "layerwise", "sweep_allocation is 'layerwise'; valid: report, uniform, global"),
     ("lr", -1.0, r"lr must lie in \(0, inf\), got -1.0"),
     ("valeu", 3, "unknown notebook parameter.*valeu; valid parameters:.*criteria_names"),
 ])
