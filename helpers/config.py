@@ -124,7 +124,7 @@ _NON_NEGATIVE = ("val_per_class", "sweep_stop_points", "series_minutes", "comput
                  "weight_decay", "label_smoothing", "seed", "kd_alpha", "synthetic_train_per_class", "synthetic_test_per_class")
 
 PROFILES: dict[str, dict] = {
-    # CI and nbval: a generated dataset in the official format, a narrow net, one epoch.
+    # CI and nbval: a generated dataset in the official format, a narrow net, 5 short epochs, 0.5-epoch fine-tuning.
     "smoke": dict(dataset="synthetic", width=0.125, epochs=5, batch_size=32, lr=0.1,
                   val_per_class=2, synthetic_train_per_class=24, synthetic_test_per_class=4,
                   eval_batch_size=200, finetune_epochs=0.5, finetune_lrs=(0.02,), seeds=2,
