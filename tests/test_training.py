@@ -63,18 +63,17 @@ def test_interrupted_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch, d
     path = tmp_path / "ckpt.pt"
     checkpoint.save({"kind": "x", "value": torch.ones(3)}, path)
 
-    def dies_half_way(*args):  # torch.save(obj, buffer) into memory, or Path.write_bytes(tmp, data) to disk
-        target = args[-1] if dies_in == "serializing" else args[0]
-        if hasattr(target, "write"):
-            target.write(b"PK\x03\x04 half a file")
-        else:
-            with open(target, "wb") as fh:
-                fh.write(b"PK\x03\x04 half a file")
+    def half_a_file(f):
+        f.write(b"PK\x03\x04 half a file")
         raise KeyboardInterrupt
-    if dies_in == "serializing":
-        monkeypatch.setattr(torch, "save", dies_half_way)
-    else:
-        monkeypatch.setattr(pathlib.Path, "write_bytes", lambda self, data: dies_half_way(self, data))
+
+    def write_bytes(self, data):
+        with open(self, "wb") as fh:
+            half_a_file(fh)
+    if dies_in == "serializing":  # torch.save(obj, buffer) into memory
+        monkeypatch.setattr(torch, "save", lambda obj, buffer: half_a_file(buffer))
+    else:  # Path.write_bytes(tmp, data) to disk
+        monkeypatch.setattr(pathlib.Path, "write_bytes", write_bytes)
     with pytest.raises(KeyboardInterrupt):
         checkpoint.save({"kind": "x", "value": torch.zeros(3)}, path)
     monkeypatch.undo()
