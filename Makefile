@@ -1,12 +1,13 @@
 # make reproduce   create the environment and run the whole series (PROFILE=cpu by default)
-# make test        unit tests + nbval regression of the notebooks on the smoke profile
+# make test        unit tests + nbval regression of the notebooks on the smoke profile (what CI runs)
+# make test-fast   the unit tests that start no kernel or subprocess and train for seconds at most
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PROFILE ?= cpu
 export LRP_DATA_DIR ?= $(CURDIR)/data
 
-.PHONY: reproduce test notebooks readme gpu-check browser-check
+.PHONY: reproduce test test-fast notebooks readme gpu-check browser-check
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +23,11 @@ reproduce: $(VENV)/.installed
 test: $(VENV)/.installed
 	tmp=$$(mktemp -d) && LRP_ARTIFACTS=$$tmp LRP_PROFILE=smoke TQDM_DISABLE=1 \
 	  $(PY) -m pytest tests notebooks --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider; \
+	  status=$$?; rm -rf $$tmp; exit $$status
+
+test-fast: $(VENV)/.installed
+	tmp=$$(mktemp -d) && LRP_ARTIFACTS=$$tmp TQDM_DISABLE=1 \
+	  $(PY) -m pytest tests -m "not slow" -p no:cacheprovider; \
 	  status=$$?; rm -rf $$tmp; exit $$status
 
 # Re-execute notebooks/ on the smoke profile to refresh the outputs nbval compares against.

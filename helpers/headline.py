@@ -18,6 +18,10 @@ COLUMNS = ["route", "criterion", "n_seeds", "filters_removed_or_sparsity", "weig
 POINT = ["point", "weight_bits"]
 """What one point of a route is: the fraction of filters or the sparsity, and the weight grid
 (32: float32; 8: int8; fewer: int8 weights on a narrower grid, size and combined routes)."""
+SCHEDULE_COLUMNS = ["criterion", "fraction", "n", "oneshot_test", "iterative_test", "iterative_minus_oneshot", "low",
+                    "high", "resolved", "oneshot_params", "iterative_params", "oneshot_flops", "iterative_flops"]
+STATUSES = ("ok", "diverged")
+"""What a fine-tuned run ends as: a result, or diverged or collapsed (never a result)."""
 TARGETS = {"size": 12.0, "compute": 2.5}   # compression within 1 point (file size; parameters)
 FLOPS_TARGET = 1.5                           # compute route: FLOPs reduction within 1 point
 
@@ -89,9 +93,15 @@ def per_point(rows: pd.DataFrame) -> pd.DataFrame:
     return test.merge(rest, on=keys)
 
 
+def within(max_drop: float) -> str:
+    """The headline's rule in words: ``within 1 point`` (the profile's ``headline_max_drop``)."""
+    return f"within {max_drop:g} point{'' if max_drop == 1 else 's'}"
+
+
 def findings(head: pd.DataFrame, pairs: pd.DataFrame, recipe: dict, rows: pd.DataFrame,
-             baseline_test: float) -> list[str]:
-    """The sentences REPORT.md states about the headline, from the tables."""
+             baseline_test: float, max_drop: float = 1.0) -> list[str]:
+    """The sentences REPORT.md states about the headline, from the tables (``head`` made with
+    ``max_drop``)."""
     lines = [f"Every fine-tuned run uses one recipe, chosen on validation: peak learning rate "
              f"{recipe['lr']:g}, " + (f"knowledge distillation weight {recipe['kd_alpha']:g}."
                                       if recipe["kd_alpha"] else "labels only (no distillation).")]
@@ -101,15 +111,16 @@ def findings(head: pd.DataFrame, pairs: pd.DataFrame, recipe: dict, rows: pd.Dat
                  + (", ".join(f"{r.route} {r.criterion} {r.point:g} seed {r.seed}" for r in bad.itertuples())
                     or "none") + ").")
     for route, target in TARGETS.items():
-        lines.append(_route_sentence(head[head["route"] == route], route, target))
-    lines += _combined_sentence(rows, head, baseline_test)
+        lines.append(_route_sentence(head[head["route"] == route], route, target, max_drop))
+    lines += _combined_sentence(rows, head, baseline_test, max_drop)
     lines += _pair_sentences(pairs, head)
     return lines
 
 
-def _combined_sentence(rows: pd.DataFrame, head: pd.DataFrame, baseline_test: float) -> list[str]:
-    """What the combined route reached, whether or not it stays within 1 point (the headline
-    table only holds the points that do)."""
+def _combined_sentence(rows: pd.DataFrame, head: pd.DataFrame, baseline_test: float,
+                       max_drop: float = 1.0) -> list[str]:
+    """What the combined route reached, whether or not it stays within ``max_drop`` (the
+    headline table only holds the points that do)."""
     ok = finished(rows[rows["route"] == "combined"]) if "route" in rows else rows.iloc[:0]
     if ok.empty:
         return []
@@ -119,21 +130,21 @@ def _combined_sentence(rows: pd.DataFrame, head: pd.DataFrame, baseline_test: fl
              f"{g['compression_x'].mean():.2f}x smaller file and {g['flops_x'].mean():.2f}x fewer FLOPs, test "
              f"{g['test_acc'].mean():.2f} ± {g['test_acc'].std():.2f} % (n={len(g)}, drop "
              f"{baseline_test - g['test_acc'].mean():.2f} points), "
-             f"{'within' if (name, sp, bits) in kept else 'not within'} 1 point on validation"
+             f"{'' if (name, sp, bits) in kept else 'not '}{within(max_drop)} on validation"
              for (name, f, sp, bits), g in ok.groupby(["criterion", "fraction", *POINT])]
     return ["combined route (the compute route's network, then the size route on top): " + "; ".join(parts) + "."]
 
 
-def _route_sentence(h: pd.DataFrame, route: str, target: float) -> str:
+def _route_sentence(h: pd.DataFrame, route: str, target: float, max_drop: float = 1.0) -> str:
     unit = "smaller file" if route != "compute" else "fewer parameters"
     reached = h.dropna(subset=["compression_x"])
     if reached.empty:
-        return f"{route} route: no criterion stays within 1 point at any point tried (target {target:g}x)."
+        return f"{route} route: no criterion stays {within(max_drop)} at any point tried (target {target:g}x)."
     best = reached.loc[reached["compression_x"].idxmax()]
     met = best["compression_x"] >= target and (route != "compute" or best["flops_x"] >= FLOPS_TARGET)
     extra = f" and {best['flops_x']:.2f}x fewer FLOPs (target {FLOPS_TARGET}x)" if route == "compute" else ""
     at = "" if route == "compute" else f", {grid(best['weight_bits'])}"
-    return (f"{route} route: the largest compression within 1 point is {best['criterion']}'s "
+    return (f"{route} route: the largest compression {within(max_drop)} is {best['criterion']}'s "
             f"{best['compression_x']:.2f}x {unit}{extra} at {best['filters_removed_or_sparsity']:g}{at}, test "
             f"{best['test_acc_mean']:.2f} ± {best['test_acc_std']:.2f} % (n={int(best['n_seeds'])}, drop "
             f"{best['drop_points']:.2f} points); target {target:g}x: {'met' if met else 'missed'}.")
@@ -172,7 +183,7 @@ def section(head: pd.DataFrame, pairs: pd.DataFrame, lines: list[str], base: dic
     """REPORT.md's headline section (notebook 06 writes it; the README block leads with it)."""
     cols = ["route", "point", "weight_bits", "criterion", "n", "mean", "low", "high", "resolved", "seeds_needed"]
     return "\n".join([
-        "## Headline: the largest compression within 1 point of the baseline", "",
+        f"## Headline: the largest compression {within(p.headline_max_drop)} of the baseline", "",
         f"Baseline {p.arch} (width {p.width:g}): test accuracy {base['test_acc']:.2f} %, "
         f"{int(base['parameters']):,} parameters, {base['size_MB']:.2f} MB. Every fine-tuned run: "
         f"{p.finetune_epochs:g} epochs of optimizer steps with the recipe chosen on validation; "
@@ -181,7 +192,7 @@ def section(head: pd.DataFrame, pairs: pd.DataFrame, lines: list[str], base: dic
         "LZMA) on the size and combined routes, parameters on the compute route. Every size and combined "
         f"run is measured on each weight grid of {tuple(p.weight_bits)} bits (int8 storage and kernels; "
         "`weight_bits`: 8 is the full int8 range, 32 float32); its point is a sparsity and a grid. "
-        "A dash: no point tried stays within 1 point.",
+        f"A dash: no point tried stays {within(p.headline_max_drop)}.",
         "", tables.markdown(head), "",
         "![accuracy against compression, per route](headline.png)", "",
         "LRP minus each criterion, test accuracy, paired by seed (95 % interval):", "",
@@ -191,7 +202,7 @@ def section(head: pd.DataFrame, pairs: pd.DataFrame, lines: list[str], base: dic
 
 def common_fraction(head: pd.DataFrame, fractions: tuple, reference: str = "lrp") -> float:
     """The compute route's headline fraction: ``reference``'s, else the largest any criterion
-    reaches within 1 point, else the smallest fraction tried."""
+    reaches in the headline table, else the smallest fraction tried."""
     c = head[(head["route"] == "compute")].dropna(subset=["filters_removed_or_sparsity"]).set_index("criterion")
     if reference in c.index:
         return float(c.loc[reference, "filters_removed_or_sparsity"])
@@ -200,15 +211,17 @@ def common_fraction(head: pd.DataFrame, fractions: tuple, reference: str = "lrp"
 
 def schedules(rows: pd.DataFrame, iterative: pd.DataFrame, fraction: float) -> pd.DataFrame:
     """Iterative minus one-shot (the compute route's run at ``fraction``), test accuracy paired
-    by seed, per criterion, with both schedules' mean accuracy, parameters and FLOPs."""
+    by seed, per criterion, with both schedules' mean accuracy, parameters and FLOPs; a criterion
+    with no finished pair keeps its row, with ``n`` 0 and no numbers."""
     one = finished(rows)
     one = one[(one["route"] == "compute") & (one["point"] == fraction)].set_index(["criterion", "seed"])
     it = finished(iterative).set_index(["criterion", "seed"])
     out = []
-    for name in it.index.get_level_values(0).unique():
+    for name in iterative["criterion"].unique():
         both = it.loc[[name]].join(one.loc[[name]] if name in one.index else one.iloc[:0], how="inner",
-                                   lsuffix="_it", rsuffix="_one")
+                                   lsuffix="_it", rsuffix="_one") if name in it.index else it.iloc[:0]
         if both.empty:
+            out.append({"criterion": name, "fraction": fraction, "n": 0})
             continue
         d = stats.paired_difference(both["test_acc_it"], both["test_acc_one"])
         out.append({"criterion": name, "fraction": fraction, "n": d["n"],
@@ -217,26 +230,34 @@ def schedules(rows: pd.DataFrame, iterative: pd.DataFrame, fraction: float) -> p
                     "resolved": d["resolved"], "oneshot_params": both["parameters_one"].mean(),
                     "iterative_params": both["parameters_it"].mean(), "oneshot_flops": both["flops_one"].mean(),
                     "iterative_flops": both["flops_it"].mean()})
-    return pd.DataFrame(out)
+    return pd.DataFrame(out, columns=SCHEDULE_COLUMNS)
 
 
 def schedules_sentence(table: pd.DataFrame, steps: int, n_steps: int) -> str:
     """What the one-shot/iterative comparison shows, and the two differences that explain it:
     how the budget is spent and which network each schedule ends with."""
-    if table.empty:
+    done = table[table["n"] > 0]
+    if done.empty:
         return "One-shot against iterative: no pair finished."
     parts = "; ".join(f"{r.criterion} {r.iterative_minus_oneshot:+.2f} [{r.low:+.2f}, {r.high:+.2f}]"
-                      for r in table.itertuples())
-    won = table[table["resolved"]]
+                      if r.n > 0 else f"{r.criterion} no pair finished" for r in table.itertuples())
+    won = done[done["resolved"].astype(bool)]
     wins = ", ".join(f"{r.criterion} ({'iterative' if r.iterative_minus_oneshot > 0 else 'one-shot'})"
                      for r in won.itertuples()) or "none"
     params = "; ".join(f"{r.criterion} {r.iterative_params / r.oneshot_params:.2f}x the parameters and "
-                       f"{r.iterative_flops / r.oneshot_flops:.2f}x the FLOPs" for r in table.itertuples())
+                       f"{r.iterative_flops / r.oneshot_flops:.2f}x the FLOPs" for r in done.itertuples())
     return (f"One-shot against iterative at {table['fraction'].iloc[0]:.0%} of the filters, equal budget "
             f"({steps} optimizer steps; iterative spends them in {n_steps} rounds of about {steps // n_steps}, "
             f"rescoring before each, so the last network it ends with gets only that share): iterative minus one-shot, "
             f"test accuracy, paired by seed (95 % interval): {parts}. Resolved: {wins}. The iterative networks keep "
             f"{params} of the one-shot ones (rescoring after each round moves the allocation between layers).")
+
+
+def status_counts(rows: pd.DataFrame) -> pd.DataFrame:
+    """Runs per route, criterion, point and weight grid, by status (a column for each of
+    :data:`STATUSES`, zero where none)."""
+    keys = ["route", "criterion", *POINT]
+    return rows.groupby(keys)["status"].value_counts().unstack(fill_value=0).reindex(columns=STATUSES, fill_value=0)
 
 
 def report_point_sentence(results: pd.DataFrame, base_test: float) -> str:

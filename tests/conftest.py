@@ -55,3 +55,16 @@ def trained_smoke(_trained_smoke_once):
     module sees what another did to its model."""
     p, d, model = _trained_smoke_once
     return p, d, copy.deepcopy(model)
+
+
+TRAINS = {"_trained_smoke_once"}
+"""Fixtures that train a network for seconds or more: a test that uses one (directly or through
+another fixture) is ``slow``."""
+
+
+def pytest_collection_modifyitems(items):
+    """``make test-fast`` skips the ``slow`` tests: those marked so (a kernel or a subprocess) and
+    those that use a trained network (:data:`TRAINS`)."""
+    for item in items:
+        if TRAINS & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

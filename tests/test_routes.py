@@ -280,6 +280,24 @@ def test_schedules_table_pairs_iterative_with_the_one_shot_runs():
     assert "lrp 0.50x the parameters" in headline.schedules_sentence(table, 100, 4)
 
 
+def test_a_criterion_whose_iterative_runs_all_diverged_keeps_its_row():
+    t = _hand_table().assign(parameters=100.0, flops=10.0)
+    it = t[(t["point"] == 0.2) & t["criterion"].isin(["lrp", "weight"])].assign(route="iterative")
+    it.loc[it["criterion"] == "weight", "status"] = "diverged"
+    table = headline.schedules(t, it, 0.2).set_index("criterion")
+    assert list(table.index) == ["lrp", "weight"] and table.loc["weight", "n"] == 0
+    assert pd.isna(table.loc["weight", "iterative_minus_oneshot"])
+    sentence = headline.schedules_sentence(table.reset_index(), 100, 4)
+    assert "weight no pair finished" in sentence and "lrp 1.00x the parameters" in sentence
+    assert "weight 1.00x" not in sentence
+
+
+def test_status_counts_show_every_status_even_when_none_diverged():
+    counts = headline.status_counts(_hand_table().assign(weight_bits=32))
+    assert list(counts.columns) == list(headline.STATUSES) and (counts["diverged"] == 0).all()
+    assert counts["ok"].sum() == len(_hand_table())
+
+
 def test_combined_route_is_reported_even_outside_one_point():
     rows = pd.DataFrame([{"route": "combined", "criterion": "weight", "point": 0.7, "fraction": 0.15, "seed": s,
                           "status": "ok", "val_acc": 50.0, "test_acc": a, "compression_x": 15.0, "flops_x": 1.1}
