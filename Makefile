@@ -1,5 +1,6 @@
 # make reproduce   create the environment and run the whole series (PROFILE=cpu by default)
 # make test        unit tests + nbval regression of the notebooks on the smoke profile (what CI runs)
+# make lint        ruff over helpers/, tests/ and notebooks/ (part of make test)
 # make test-fast   the unit tests that start no kernel or subprocess and train for seconds at most
 PYTHON ?= python3
 VENV ?= .venv
@@ -7,7 +8,7 @@ PY := $(VENV)/bin/python
 PROFILE ?= cpu
 export LRP_DATA_DIR ?= $(CURDIR)/data
 
-.PHONY: reproduce test test-fast notebooks readme gpu-check browser-check
+.PHONY: reproduce lint test test-fast notebooks readme gpu-check browser-check
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,10 +18,13 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	touch $@
 
 reproduce: $(VENV)/.installed
-	$(PY) -m helpers.run --profile $(PROFILE)
-	if [ "$(PROFILE)" = cpu ]; then $(PY) -m helpers.report cpu; fi
+	$(PY) -m helpers.tools.run --profile $(PROFILE)
+	if [ "$(PROFILE)" = cpu ]; then $(PY) -m helpers.reporting.report cpu; fi
 
-test: $(VENV)/.installed
+lint: $(VENV)/.installed
+	$(PY) -m ruff check helpers tests notebooks
+
+test: lint
 	tmp=$$(mktemp -d) && LRP_ARTIFACTS=$$tmp LRP_PROFILE=smoke TQDM_DISABLE=1 \
 	  $(PY) -m pytest tests notebooks --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider; \
 	  status=$$?; rm -rf $$tmp; exit $$status
@@ -32,17 +36,17 @@ test-fast: $(VENV)/.installed
 
 # Re-execute notebooks/ on the smoke profile to refresh the outputs nbval compares against.
 notebooks: $(VENV)/.installed
-	tmp=$$(mktemp -d) && LRP_ARTIFACTS=$$tmp $(PY) -m helpers.run --store-smoke-outputs; \
+	tmp=$$(mktemp -d) && LRP_ARTIFACTS=$$tmp $(PY) -m helpers.tools.run --store-smoke-outputs; \
 	  status=$$?; rm -rf $$tmp; exit $$status
 
 readme: $(VENV)/.installed
-	$(PY) -m helpers.report $(PROFILE)
+	$(PY) -m helpers.reporting.report $(PROFILE)
 
 # On a GPU machine: CUDA unit tests, the smoke series on CUDA, training and LRP throughput.
 gpu-check: $(VENV)/.installed
-	$(PY) -m helpers.gpu_check --out $${OUT:-.}/gpu_check.json
+	$(PY) -m helpers.tools.gpu_check --out $${OUT:-.}/gpu_check.json
 
 # The explorer (notebook 09) in headless Chromium through JupyterLab: needs the profile's baseline
 # and `apt-get install chromium chromium-driver`; screenshots go to figures/$(PROFILE)/screens/.
 browser-check: $(VENV)/.installed
-	$(PY) -m helpers.browser_check --profile $(PROFILE)
+	$(PY) -m helpers.tools.browser_check --profile $(PROFILE)

@@ -2,7 +2,8 @@ import copy
 
 import pytest
 
-from helpers import config, data, models, training
+from helpers.core import config, data, models
+from helpers.methods import training
 
 
 @pytest.fixture(autouse=True)

@@ -10,7 +10,9 @@ import nbformat
 import pytest
 import torch
 
-from helpers import config, finetune, routes, training
+from helpers.core import config
+from helpers.methods import finetune, training
+from helpers.studies import routes
 
 CFG = config.REPO_ROOT / "tests" / "nbval_sanitize.cfg"
 EMULATED = ["01_baseline_training", "02_relevance", "06_fine_tuning"]
@@ -28,7 +30,8 @@ def other_cpu() -> dict[str, str]:
 def nbval(notebooks: list[str], env: dict) -> subprocess.CompletedProcess:
     """nbval of the stored ``notebooks`` in a fresh process with ``env`` (one kernel each)."""
     return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--nbval", "--nbval-current-env",
-                           "--nbval-sanitize-with", str(CFG), *[str(config.NOTEBOOKS_DIR / f"{n}.ipynb") for n in notebooks]],
+                           "--nbval-sanitize-with", str(CFG),
+                           *[str(config.NOTEBOOKS_DIR / f"{n}.ipynb") for n in notebooks]],
                           env=env, capture_output=True, text=True, cwd=config.REPO_ROOT)
 
 

@@ -5,9 +5,15 @@ from pathlib import Path
 
 import pytest
 
-from helpers import artifacts, checkpoint, config, routes, training
+from helpers.core import artifacts, checkpoint, config
+from helpers.methods import training
+from helpers.studies import routes
 
-HELPERS = Path(artifacts.__file__).parent
+HELPERS = config.REPO_ROOT / "helpers"
+MODULES = sorted(p for p in HELPERS.rglob("*.py") if p.stem != "__init__")
+WINGS = ("core", "methods", "reporting", "studies", "tools")
+"""The wings, lowest first; ``methods`` and ``reporting`` stand side by side on one floor."""
+FLOOR = {"core": 0, "methods": 1, "reporting": 1, "studies": 2, "tools": 3}
 
 
 def test_every_artifact_names_its_producer(smoke):
@@ -19,7 +25,7 @@ def test_every_artifact_names_its_producer(smoke):
              artifacts.finetuned_model(p, "routes_x/report_lrp_0.8_s0"): "run 06_fine_tuning.ipynb first",
              artifacts.report_point_runs(p): "run 06_fine_tuning.ipynb first",
              artifacts.quantized(p): "run 07_quantization.ipynb first",
-             artifacts.notebook_times(p): "run python -m helpers.run first"}
+             artifacts.notebook_times(p): "run python -m helpers.tools.run first"}
     for a, hint in cases.items():
         assert a.hint == hint and a.path.is_relative_to(p.artifacts)
 
@@ -48,7 +54,7 @@ def _spells_artifact_paths(source: str) -> list[str]:
 
 def test_artifact_paths_are_spelled_only_in_the_contract():
     offenders = []
-    for path in HELPERS.glob("*.py"):
+    for path in MODULES:
         if path.name in ("artifacts.py",):
             continue
         offenders += [f"{path.name}: {line}" for line in _spells_artifact_paths(path.read_text())]
@@ -69,32 +75,72 @@ def test_no_notebook_cell_is_longer_than_twelve_lines():
     assert not long, "move logic into helpers:\n" + "\n".join(long)
 
 
+def _name(path: Path) -> str:
+    """``core.config`` for ``helpers/core/config.py``; ``__main__`` for the package's own."""
+    return ".".join(path.relative_to(HELPERS).with_suffix("").parts)
+
+
+def _imports(path: Path) -> set[str]:
+    """The helpers modules ``path`` imports (``wing.module``), at the top or inside a function."""
+    wing = path.parent.name if path.parent.name in WINGS else ""
+    deps = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(node, ast.ImportFrom):
+            continue
+        if node.level == 0 and (node.module or "").startswith("helpers."):
+            base = node.module.split(".")[1:]
+        elif node.level == 1:
+            base = [wing, *(node.module or "").split(".")] if node.module else [wing]
+        elif node.level == 2:
+            base = (node.module or "").split(".")
+        else:
+            continue
+        base = [b for b in base if b]
+        deps |= {".".join(base[:2])} if len(base) >= 2 else {f"{base[0]}.{a.name}" for a in node.names}
+    return deps
+
+
+def _graph() -> dict[str, set[str]]:
+    names = {_name(p) for p in MODULES}
+    return {_name(p): _imports(p) & names for p in MODULES}
+
+
+def test_every_module_lives_in_a_wing():
+    assert {p.parent.name for p in MODULES} - {"helpers"} == set(WINGS)
+    assert all(p.parent.name in WINGS for p in MODULES if p.name != "__main__.py"), [str(p) for p in MODULES]
+
+
+def test_no_wing_imports_from_a_wing_above_or_beside_it():
+    upward = [f"{m} imports {d}" for m, deps in _graph().items() if "." in m for d in deps
+              if d.split(".")[0] != m.split(".")[0] and FLOOR[d.split(".")[0]] >= FLOOR[m.split(".")[0]]]
+    assert not upward, "import only from the wings below (tools > studies > methods, reporting > core):\n" + \
+        "\n".join(upward)
+
+
+def test_the_layer_check_sees_an_upward_import(tmp_path):
+    assert {"core.artifacts", "core.config"} <= _imports(HELPERS / "core" / "data.py")
+    fake = tmp_path / "helpers" / "core" / "x.py"
+    fake.parent.mkdir(parents=True)
+    fake.write_text("from ..studies import routes\nfrom . import config\nfrom helpers.tools.run import main\n")
+    assert _imports(fake) == {"studies.routes", "core.config", "tools.run"}
+
+
+def test_shared_names_come_from_the_vocabulary():
+    from helpers.core import vocabulary
+    from helpers.methods import composites, criteria, pruning
+    assert tuple(criteria.CRITERIA) == vocabulary.CRITERIA
+    assert tuple(composites.COMPOSITES) == vocabulary.COMPOSITES
+    assert tuple(pruning.ALLOCATIONS) == vocabulary.ALLOCATIONS
+    assert set(vocabulary.OTHER_CRITERIA) == set(vocabulary.CRITERIA) - {"lrp"}
+
+
 def test_nothing_imports_results():
-    importers = []
-    for path in HELPERS.glob("*.py"):
-        tree = ast.parse(path.read_text())
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.module in ("results", "helpers.results") or \
-                    isinstance(node, ast.ImportFrom) and node.level == 1 and any(a.name == "results" for a in node.names):
-                importers.append(path.name)
+    importers = [m for m, deps in _graph().items() if "studies.results" in deps]
     assert not importers, f"{importers} import results (the top of the stack, notebook 08 only)"
 
 
-def _helper_imports() -> dict[str, set[str]]:
-    """Module -> the helpers modules it imports, at the top or inside a function."""
-    names = {path.stem for path in HELPERS.glob("*.py")}
-    graph = {}
-    for path in HELPERS.glob("*.py"):
-        deps = set()
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.level == 1:
-                deps |= {node.module.split(".")[0]} if node.module else {a.name for a in node.names}
-        graph[path.stem] = deps & names
-    return graph
-
-
-def test_helpers_import_graph_is_layered():
-    graph, done = _helper_imports(), set()
+def test_helpers_import_graph_has_no_cycle():
+    graph, done = _graph(), set()
 
     def visit(module, path):
         if module in path:

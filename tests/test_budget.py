@@ -1,4 +1,4 @@
-"""The fine-tuning budget study (``python -m helpers.budget``): its summary against hand
+"""The fine-tuning budget study (``python -m helpers.studies.budget``): its summary against hand
 computations, its runs on the headline's code path, and its command line."""
 import dataclasses
 import re
@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import budget, checkpoint, config, recipe, routes
+from helpers.core import checkpoint, config
+from helpers.studies import budget, recipe, routes
 
 
 def _rows():

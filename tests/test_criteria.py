@@ -8,8 +8,9 @@ from zennit.composites import EpsilonAlpha2Beta1, EpsilonGammaBox, EpsilonPlusFl
 from zennit.rules import Epsilon
 from zennit.types import Convolution
 
-from helpers import composites, criteria, data, models
-from helpers.data import Split
+from helpers.core import data, models
+from helpers.methods import composites, criteria
+from helpers.core.data import Split
 
 
 def _ref(n_per_class=1, seed=0):
@@ -73,8 +74,8 @@ REFERENCE_COMPOSITES = {  # zennit's own composites, as shipped
     "epsilon_gamma_box": lambda low, high: EpsilonGammaBox(low=low, high=high,
                                                            canonizers=[SequentialMergeBatchNorm()]),
     "epsilon_alpha2_beta1": lambda low, high: EpsilonAlpha2Beta1(canonizers=[SequentialMergeBatchNorm()]),
-    "epsilon": lambda low, high: LayerMapComposite(layer_map_base() + [(Convolution, Epsilon()), (nn.Linear, Epsilon())],
-                                                   canonizers=[SequentialMergeBatchNorm()]),
+    "epsilon": lambda low, high: LayerMapComposite(
+        layer_map_base() + [(Convolution, Epsilon()), (nn.Linear, Epsilon())], canonizers=[SequentialMergeBatchNorm()]),
 }
 
 

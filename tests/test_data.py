@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import data
+from helpers.core import data
 
 from conftest import staged_cifar
 

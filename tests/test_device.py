@@ -6,8 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import (config, criteria, data, finetune, measure, models, pruning, quantization, sweeps,
-                     training)
+from helpers.core import config, data, measure, models
+from helpers.methods import criteria, finetune, pruning, quantization, training
+from helpers.studies import sweeps
 
 
 def test_device_setting_and_its_errors(monkeypatch):
@@ -106,7 +107,7 @@ def test_cuda_path_scores_prunes_and_trains_on_the_gpu(smoke, tmp_path):
 
 def test_gpu_check_script_runs_its_measurements_on_cpu(tmp_path):
     """The GPU script's measuring code, on tiny sizes on the CPU (its full run needs CUDA)."""
-    from helpers import gpu_check
+    from helpers.tools import gpu_check
     out = gpu_check.main(["--device", "cpu", "--quick", "--out", str(tmp_path / "g.json")])
     assert out["train_img_per_s_series_loop"] > 0 and out["train_img_per_s_model_step"] > 0
     assert out["lrp_seconds_200_images"] > 0 and (tmp_path / "g.json").exists()
@@ -114,7 +115,7 @@ def test_gpu_check_script_runs_its_measurements_on_cpu(tmp_path):
 
 def test_gpu_check_records_a_time_out_and_goes_on():
     """A part past its limit is recorded as timed out (its process group stopped), not raised."""
-    from helpers import gpu_check
+    from helpers.tools import gpu_check
     start = time.perf_counter()
     status = gpu_check._run([sys.executable, "-c", "import time; time.sleep(60)"], timeout=1)
     assert status == "timed out after 1 s" and time.perf_counter() - start < 30
@@ -122,7 +123,7 @@ def test_gpu_check_records_a_time_out_and_goes_on():
 
 
 def test_gpu_check_parts_are_checked(tmp_path, capsys):
-    from helpers import gpu_check
+    from helpers.tools import gpu_check
     assert gpu_check.parse_parts("tests, lrp") == ("tests", "lrp")
     with pytest.raises(SystemExit):
         gpu_check.main(["--device", "cpu", "--parts", "lrp,trainig", "--out", str(tmp_path / "g.json")])

@@ -2,11 +2,11 @@ import re
 
 import yaml
 
-from helpers import config
+from helpers.core import config
 
 
 def _pins(lines):
-    return {l.strip() for l in lines if re.match(r"^[A-Za-z0-9_.\-]+==", l.strip())}
+    return {line.strip() for line in lines if re.match(r"^[A-Za-z0-9_.\-]+==", line.strip())}
 
 
 def test_environment_yml_installs_the_pinned_requirements():
@@ -15,4 +15,4 @@ def test_environment_yml_installs_the_pinned_requirements():
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     assert _pins(pip) == req
     assert "python=3.11" in env["dependencies"]
-    assert all("==" in l for l in req) and "torch==2.14.1" in req and "torchvision==0.29.1" in req
+    assert all("==" in pin for pin in req) and "torch==2.14.1" in req and "torchvision==0.29.1" in req

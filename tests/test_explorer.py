@@ -3,7 +3,8 @@ and its accuracy; a choice it cannot show is a clear message, in the widget too.
 import matplotlib
 import pytest
 
-from helpers import config, explorer
+from helpers.core import config
+from helpers.studies import explorer
 
 matplotlib.use("Agg")
 
@@ -17,7 +18,8 @@ def ex(trained_smoke):
 def test_a_larger_fraction_keeps_fewer_filters_and_changes_the_accuracy(ex):
     small = explorer.view(ex, "weight", "epsilon_plus_flat", "global", "filters", 0.1)
     large = explorer.view(ex, "weight", "epsilon_plus_flat", "global", "filters", 0.6)
-    assert (large["kept"]["kept"] <= small["kept"]["kept"]).all() and large["kept"]["kept"].sum() < small["kept"]["kept"].sum()
+    kept_large, kept_small = large["kept"]["kept"], small["kept"]["kept"]
+    assert (kept_large <= kept_small).all() and kept_large.sum() < kept_small.sum()
     assert large["parameters"] < small["parameters"] and large["flops"] < small["flops"]
     assert (large["val_acc"], large["val_acc_recal"]) != (small["val_acc"], small["val_acc_recal"])
     assert large["after"].shape == ex.before.shape and large["seconds"] > 0
@@ -56,7 +58,7 @@ def test_widgets_redraw_on_change_and_print_the_reason_for_a_bad_choice(ex, monk
 
 def test_browser_check_works_on_a_copy_with_autosave_off():
     import json
-    from helpers import browser_check
+    from helpers.tools import browser_check
     root = browser_check.workspace()
     try:
         assert (root / "09_explorer.ipynb").read_bytes() == (config.REPO_ROOT / browser_check.NOTEBOOK).read_bytes()
@@ -68,7 +70,7 @@ def test_browser_check_works_on_a_copy_with_autosave_off():
 
 
 def test_browser_check_without_chromium_says_what_to_install(monkeypatch):
-    from helpers import browser_check
+    from helpers.tools import browser_check
     monkeypatch.setattr(browser_check.shutil, "which", lambda name: None)
     with pytest.raises(browser_check.BrowserCheckError, match="apt-get install chromium chromium-driver"):
         browser_check.browser()

@@ -1,7 +1,9 @@
 import pytest
 import torch
 
-from helpers import criteria, data, finetune, pruning, recipe
+from helpers.core import data
+from helpers.methods import criteria, finetune, pruning
+from helpers.studies import recipe
 
 
 @pytest.fixture(scope="module")

@@ -9,11 +9,14 @@ import time
 import pytest
 import torch
 
-from helpers import checkpoint, config, criteria, data, models, run, scores, training
+from helpers.core import checkpoint, config, data, models
+from helpers.methods import criteria, scores, training
+from helpers.tools import run
 
 TRAIN = """
 import sys
-from helpers import config, data, models, training
+from helpers.core import config, data, models
+from helpers.methods import training
 p = config.get_profile("smoke", epochs=3, synthetic_train_per_class=8)
 d = data.load_data(p)
 model = models.create_model(p)
@@ -26,6 +29,7 @@ def _train(state, out, env):
     return subprocess.Popen([sys.executable, "-c", TRAIN, str(state), str(out)], env=env)
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_to_the_same_result(tmp_path):
     env = {**os.environ, config.ARTIFACTS_ENV: str(tmp_path / "art"), "OMP_NUM_THREADS": "1"}
     assert _train(tmp_path / "a.pt", tmp_path / "a_model.pt", env).wait() == 0
@@ -96,12 +100,14 @@ def _execute(nb, out, **params):
                                kernel_manager_class=run.IPCKernelManager)
 
 
+@pytest.mark.slow
 def test_missing_upstream_artifact_names_the_notebook_to_run(tmp_path):
     import papermill as pm
     with pytest.raises(pm.PapermillExecutionError, match="run 01_baseline_training.ipynb first"):
         _execute("02_relevance.ipynb", tmp_path)
 
 
+@pytest.mark.slow
 def test_bad_notebook_parameters_are_named(tmp_path):
     """Run directly with papermill (not through the runner), the notebook's first cell checks too
     (one kernel, about 13 s: every rule itself, choices included, is tested in test_run.py

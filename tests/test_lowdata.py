@@ -4,8 +4,10 @@ import pandas as pd
 import pytest
 import torch
 
-from helpers import composites, config, criteria, data, lowdata, stats
-from helpers.data import Data, Split
+from helpers.core import config, data, stats
+from helpers.methods import composites, criteria
+from helpers.studies import lowdata
+from helpers.core.data import Data, Split
 
 from test_criteria import _ref, _tiny, _vgg
 
@@ -18,8 +20,9 @@ def _filter_scores(model, ref, composite):
     return criteria.compute_scores(model, ref, "lrp", composite=composite, normalize=False, absolute=False)["filter"]
 
 
-@pytest.mark.parametrize("depth, stock", [(ALL_ZPLUS, "epsilon_plus_flat"), (ALL_EPSILON, "epsilon"),
-                                          ("depth:low=gamma,middle=gamma,high=gamma,dense=epsilon", "epsilon_gamma_box")])
+@pytest.mark.parametrize("depth, stock", [
+    (ALL_ZPLUS, "epsilon_plus_flat"), (ALL_EPSILON, "epsilon"),
+    ("depth:low=gamma,middle=gamma,high=gamma,dense=epsilon", "epsilon_gamma_box")])
 def test_depth_composite_equals_stock_composite_where_the_rules_coincide(depth, stock):
     model, ref = _vgg().double(), _ref(1)
     ours, theirs = _filter_scores(model, ref, depth), _filter_scores(model, ref, stock)
@@ -135,7 +138,8 @@ def test_seeds_needed_for_a_half_point_interval():
 
 
 def test_select_best_reads_validation_of_finished_runs_only():
-    rows = pd.DataFrame({"status": ["ok", "ok", "diverged"], "val_acc": [50.0, 52.0, 90.0], "test_acc": [60.0, 1.0, 0.0]})
+    rows = pd.DataFrame({"status": ["ok", "ok", "diverged"], "val_acc": [50.0, 52.0, 90.0],
+                         "test_acc": [60.0, 1.0, 0.0]})
     assert stats.select_best(rows)["val_acc"] == 52.0  # the diverged run's 90 and the test column are ignored
     assert stats.select_best(rows.drop(columns="test_acc")).name == 1
     with pytest.raises(ValueError, match="none with status ok"):
@@ -144,8 +148,8 @@ def test_select_best_reads_validation_of_finished_runs_only():
 
 def _aucs():
     rows = []
-    for seed, (l, g) in enumerate([(30, 20), (32, 21), (31, 22)]):
-        rows.append({"label": "lrp (searched)", "auc": l, "seed": seed})
+    for seed, (lrp, g) in enumerate([(30, 20), (32, 21), (31, 22)]):
+        rows.append({"label": "lrp (searched)", "auc": lrp, "seed": seed})
         rows.append({"label": "gradient", "auc": g, "seed": seed})
     rows.append({"label": "weight", "auc": 25.0, "seed": 0})
     return pd.DataFrame(rows).assign(kind="structured", bn_recalibrated=False, ref_per_class=1)

@@ -3,7 +3,7 @@ from collections import OrderedDict
 import pytest
 import torch
 
-from helpers import config, models
+from helpers.core import config, models
 
 
 def _reference_count(cfg, batch_norm, pool, hidden, classes):

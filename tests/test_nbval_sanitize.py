@@ -9,7 +9,8 @@ import sys
 import nbformat
 import pytest
 
-from helpers import config, nbval_shape
+from helpers.core import config
+from helpers.tools import nbval_shape
 
 CFG = config.REPO_ROOT / "tests" / "nbval_sanitize.cfg"
 
@@ -30,7 +31,8 @@ CASES = {
     "another CPU's trajectory": (OTHER_CPU, STORED, False, True),
     "a renamed column": (OTHER_CPU.replace("val acc", "valid acc"), STORED, False, False),
     "a criterion missing": ("\n".join(OTHER_CPU.splitlines()[:3]) + "\n", STORED, False, False),
-    "a changed whole number": (OTHER_CPU.replace("| weight      |   14,885", "| weight      |   14,886"), STORED, False, False),
+    "a changed whole number": (OTHER_CPU.replace("| weight      |   14,885", "| weight      |   14,886"), STORED,
+                               False, False),
     "a cell that raises": (None, STORED, False, False),
     "shape: other counts, order and verdicts": (
         FINDINGS.format(order="weight 35%, lrp 5%", first="weight", verdict="behind weight"),
@@ -58,7 +60,8 @@ def test_trajectory_noise_passes_a_changed_shape_fails(tmp_path):
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
     nb.cells = [_cell(printed, stored, shape) for printed, stored, shape, _ in CASES.values()]
     nbformat.write(nb, tmp_path / "planted.ipynb")
-    run = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "helpers.nbval_shape", "-rA",
+    run = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "helpers.tools.nbval_shape",
+                          "-rA",
                           str(tmp_path / "planted.ipynb"), "--nbval", "--nbval-current-env",
                           "--nbval-sanitize-with", str(CFG)], capture_output=True, text=True, cwd=tmp_path)
     assert OTHER_CPU != STORED and all(printed != stored for printed, stored, *_ in CASES.values())
@@ -73,4 +76,5 @@ def test_shape_masks_what_the_trajectory_chooses_and_keeps_the_words():
     b = nbval_shape.shape("- compute route: weight's # fewer parameters; target missed.\n| lrp | 9,001 |")
     assert a == b == "- compute route…\n| <criterion> | # |"
     assert nbval_shape.shape("- size route: …") != nbval_shape.shape("- combined route: …")
-    assert nbval_shape.shape("| lrp | – | True |") == nbval_shape.shape("| weight | 3 | – |")  # a run that did not finish
+    # a run that did not finish: its dash reads like any value
+    assert nbval_shape.shape("| lrp | – | True |") == nbval_shape.shape("| weight | 3 | – |")

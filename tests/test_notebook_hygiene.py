@@ -5,7 +5,8 @@ import re
 import nbformat
 import pytest
 
-from helpers import config, run
+from helpers.core import config
+from helpers.tools import run
 
 _PATH = re.compile(r"/(work|tmp|root|home|Users)/")
 _STAMP = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")

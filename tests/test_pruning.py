@@ -2,8 +2,9 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import config, criteria, data, measure, models, pruning, training
-from helpers.data import Split
+from helpers.core import config, data, measure, models
+from helpers.methods import criteria, pruning, training
+from helpers.core.data import Split
 
 
 def _ref(n=100):
@@ -96,7 +97,8 @@ def test_planted_dead_filters_are_exactly_the_ones_removed(criterion):
 
 def test_requested_counts_are_achieved_exactly(model_and_scores):
     model, s = model_and_scores
-    counts = {n: max(1, m.weight.shape[0] // (i % 3 + 2)) for i, (n, m) in enumerate(criteria.filter_layers(model).items())}
+    layers = criteria.filter_layers(model).items()
+    counts = {n: max(1, m.weight.shape[0] // (i % 3 + 2)) for i, (n, m) in enumerate(layers)}
     pruned = pruning.prune_filters(model, s["filter"], counts)
     assert pruning.kept_filters(pruned) == counts
     assert pruned(torch.randn(2, 3, 32, 32)).shape == (2, 100)
@@ -172,8 +174,9 @@ def test_bad_counts_and_foreign_scores_are_named(model_and_scores):
         pruning.unstructured_prune(model, other, 0.5)
 
 
+@pytest.mark.slow
 def test_half_flops_models_and_side_by_side_benchmark():
-    from helpers import benchmark
+    from helpers.studies import benchmark
     model = _vgg(0.25)
     half = benchmark.half_flops_models(model, criteria.weight_magnitude(model)["filter"], 32)
     plain, aligned = half.values()
@@ -231,7 +234,7 @@ def test_latency_pairs_time_all_models_in_the_same_interleaved_rounds(monkeypatc
 
 
 def test_speed_benchmark_command_prints_the_table_and_the_verdict(capsys):
-    from helpers import benchmark
+    from helpers.studies import benchmark
     bench = benchmark.main(["--width", "0.0625"])
     out = capsys.readouterr().out
     assert "speedup_over_flops_ratio" in out and "Target met at both batch sizes by" in out
@@ -285,7 +288,7 @@ def test_the_highest_scored_filters_are_the_ones_kept(model_and_scores):
 
 
 def test_training_benchmark_times_both_layouts_for_both_losses(capsys):
-    from helpers import benchmark
+    from helpers.studies import benchmark
     bench = benchmark.main(["--training", "--width", "0.0625", "--batch", "16"])
     assert list(bench["loss"]) == ["labels", "distillation"] and list(bench["batch"]) == [16, 16]
     assert (bench[["contiguous_s", "channels_last_s"]] > 0).all().all()
@@ -294,7 +297,7 @@ def test_training_benchmark_times_both_layouts_for_both_losses(capsys):
 
 
 def test_reference_step_times_the_profiles_own_training_step():
-    from helpers import benchmark
+    from helpers.studies import benchmark
     threads = torch.get_num_threads()
     p = config.get_profile("smoke", batch_size=8)
     assert benchmark.reference_step_seconds(p, rounds=2, steps=1) > 0

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from helpers import checkpoint, config, data, measure, models, quantization
+from helpers.core import checkpoint, config, data, measure, models
+from helpers.methods import quantization
 
 
 @pytest.fixture(scope="module")
@@ -186,7 +187,8 @@ def test_measure_variants_reuses_the_kernel_checks_logits_on_the_same_split(trai
 
     monkeypatch.setattr(measure, "latency_pairs", lambda nets, size: {n: {"latency_b1_ms": 1.0} for n in nets})
     reference = quantization.logits(model, d.test, p)
-    table = quantization.measure_variants({"int8 static": Unrun()}, {"int8 static": 1000}, d.test, p, reference, kernels)
+    table = quantization.measure_variants({"int8 static": Unrun()}, {"int8 static": 1000}, d.test, p, reference,
+                                          kernels)
     want = quantization.measure_variant("int8 static", q, d.test, p, reference, 1000)
     assert table.loc[0, "test_acc"] == want["test_acc"] and table.loc[0, "kernel_agreement"] == 100.0
     with pytest.raises(AssertionError, match="evaluated twice"):  # another split: computed afresh
@@ -195,7 +197,7 @@ def test_measure_variants_reuses_the_kernel_checks_logits_on_the_same_split(trai
 
 def test_findings_name_the_kernels_activation_range_only_when_measured():
     import pandas as pd
-    from helpers import findings
+    from helpers.reporting import findings
     targets = pd.DataFrame([{"against": "float32", "accuracy_drop": 0.25, "size_ratio": 3.8, "latency_b1_speedup": 1.1,
                              "latency_b256_speedup": 2.5, "meets_accuracy": True, "meets_size": True,
                              "meets_latency": False}])

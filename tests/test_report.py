@@ -1,14 +1,15 @@
 import pandas as pd
 import pytest
 
-from helpers import config, report
+from helpers.core import config
+from helpers.reporting import report
 
 
 @pytest.mark.skipif(not (config.FIGURES_ROOT / "cpu" / "baseline_metrics.csv").exists(),
                     reason="no committed cpu results yet")
 def test_readme_results_are_generated_from_the_saved_tables():
     assert report.readme_block() == report.results_markdown("cpu"), \
-        "README results are stale: run `make readme` (python -m helpers.report cpu)"
+        "README results are stale: run `make readme` (python -m helpers.reporting.report cpu)"
 
 
 def test_update_readme_replaces_only_the_block(tmp_path, monkeypatch):

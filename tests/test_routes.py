@@ -7,8 +7,10 @@ import pandas as pd
 import pytest
 import torch
 
-from helpers import (checkpoint, config, criteria, data, headline, measure, models, pruning, quantization, recipe, report,
-                     routes, training)
+from helpers.core import checkpoint, config, data, measure, models, vocabulary
+from helpers.methods import criteria, pruning, quantization, training
+from helpers.reporting import report
+from helpers.studies import headline, recipe, routes
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +101,8 @@ def test_best_report_run_is_chosen_on_validation_never_test():
 def test_report_route_gives_every_criterion_the_reports_architecture(trained, tmp_path):
     p, d, model = trained
     s = _scores(model, d, p, 0, tmp_path / "scores")
-    counts = pruning.keep_counts(model, pruning.report_allocation(model, criteria.weight_magnitude(model), 0.2, p.report_margin))
+    ratios = pruning.report_allocation(model, criteria.weight_magnitude(model), 0.2, p.report_margin)
+    counts = pruning.keep_counts(model, ratios)
     rows = [routes.run("report", n, 0.2, 0, model, s[n], d, p, tmp_path, 20, model) for n in ("weight", "lrp")]
     for n, row in zip(("weight", "lrp"), rows):
         assert row["status"] == "ok", row.get("error")
@@ -120,7 +123,8 @@ def test_size_route_holds_the_masks_and_stores_int8_sparse(trained, tmp_path):
     assert row["size_bytes"] == (out / "int8_sparse.pt.xz").stat().st_size
     dense_int8 = 0.4 * sum(m.weight.numel() for m in criteria.weight_layers(model).values())
     assert row["sparse_bytes"] < 4 * dense_int8  # far below the dense float32 weights
-    assert row["compression_x"] == pytest.approx(row["compression_x_uncompressed"] * row["sparse_bytes"] / row["size_bytes"])
+    assert row["compression_x"] == pytest.approx(
+        row["compression_x_uncompressed"] * row["sparse_bytes"] / row["size_bytes"])
 
 
 def test_weight_grids_measure_the_run_network_again_on_fewer_levels_and_resume(trained, tmp_path, monkeypatch):
@@ -130,7 +134,8 @@ def test_weight_grids_measure_the_run_network_again_on_fewer_levels_and_resume(t
     assert row["weight_bits"] == 8
     out = tmp_path / "size_weight_0.6_s0"
     again = routes.measure_size(routes.fine_tuned(out), d, p, model, tmp_path / "again")
-    assert (again["val_acc"], again["test_acc"], again["size_bytes"]) == (row["val_acc"], row["test_acc"], row["size_bytes"])
+    keys = ["val_acc", "test_acc", "size_bytes"]
+    assert [again[k] for k in keys] == [row[k] for k in keys]
     grid_p = dataclasses.replace(p, weight_bits=(4, 8))
     (four,) = routes.grids(row, tmp_path, d, grid_p, model)
     assert four["weight_bits"] == 4 and four["sparsity"] == row["sparsity"] and four["size_bytes"] < row["size_bytes"]
@@ -138,7 +143,8 @@ def test_weight_grids_measure_the_run_network_again_on_fewer_levels_and_resume(t
         {k: row[k] for k in ("route", "criterion", "point", "seed", "steps")}
     q, saved = quantization.load_sparse(out / "w4" / "int8_sparse.pt.xz", data.normalize(d.train.x[:2]))
     weights = [v for v in quantization.used_state(q).values() if v.dtype == torch.int8 and v.dim() > 1]
-    assert saved["weight_bits"] == 4 and min(int(w.min()) for w in weights) >= -8 and max(int(w.max()) for w in weights) <= 7
+    assert saved["weight_bits"] == 4
+    assert min(int(w.min()) for w in weights) >= -8 and max(int(w.max()) for w in weights) <= 7
     assert routes._accuracy(q, d.val, p) == four["val_acc"]  # the file holds the network measured
     monkeypatch.setattr(routes, "measure_size", lambda *a, **k: pytest.fail("a measured grid must be read back"))
     assert routes.grids(row, tmp_path, d, grid_p, model) == [four]
@@ -294,7 +300,7 @@ def test_a_criterion_whose_iterative_runs_all_diverged_keeps_its_row():
 
 def test_status_counts_show_every_status_even_when_none_diverged():
     counts = headline.status_counts(_hand_table().assign(weight_bits=32))
-    assert list(counts.columns) == list(headline.STATUSES) and (counts["diverged"] == 0).all()
+    assert list(counts.columns) == list(vocabulary.STATUSES) and (counts["diverged"] == 0).all()
     assert counts["ok"].sum() == len(_hand_table())
 
 

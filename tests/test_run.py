@@ -1,7 +1,8 @@
 import nbformat
 import pytest
 
-from helpers import checkpoint, config, params, run
+from helpers.core import checkpoint, config
+from helpers.tools import params, run
 
 
 def _notebook(path, *sources):
@@ -20,6 +21,7 @@ def figures(tmp_path, monkeypatch):
     return tmp_path / "figures" / "smoke" / "notebooks"
 
 
+@pytest.mark.slow
 def test_runner_stops_at_first_failure_naming_notebook_and_cell(tmp_path, figures, capsys):
     _notebook(tmp_path / "01_ok.ipynb", "x = value + 1")
     _notebook(tmp_path / "02_broken.ipynb", "y = 2", "raise RuntimeError('boom')")
@@ -38,6 +40,7 @@ def test_runner_stops_at_first_failure_naming_notebook_and_cell(tmp_path, figure
     assert "[01_ok] cell 2: x = value + 1" in err  # the runner says which cell is running
 
 
+@pytest.mark.slow
 def test_a_failing_notebook_leaves_the_published_copy_untouched(tmp_path, figures):
     _notebook(tmp_path / "01_flaky.ipynb", "assert value == 1, 'bad value'")
     run.run_all("smoke", folder=tmp_path)
@@ -48,6 +51,7 @@ def test_a_failing_notebook_leaves_the_published_copy_untouched(tmp_path, figure
     assert (figures / "01_flaky.ipynb").read_bytes() == before
 
 
+@pytest.mark.slow
 def test_an_interrupted_notebook_keeps_its_time_and_reruns_add_up(tmp_path, figures, monkeypatch):
     """Ctrl-C or SIGTERM (the runner turns it into the same interruption) mid-notebook: the time
     spent is recorded as not finished, and the next invocation is appended, not substituted."""
@@ -66,6 +70,7 @@ def test_an_interrupted_notebook_keeps_its_time_and_reruns_add_up(tmp_path, figu
     assert [r["finished"] for r in runs] == [False, True] and runs[1]["seconds"] > 0
 
 
+@pytest.mark.slow
 def test_the_runner_rewrites_the_reports_wall_time_after_every_notebook(tmp_path, figures):
     """REPORT.md (written by notebook 08) ends up with the time of every notebook, 08 and 09
     included, in its marked section; the rest of the report is kept."""
@@ -81,10 +86,11 @@ def test_the_runner_rewrites_the_reports_wall_time_after_every_notebook(tmp_path
     assert "2 invocations recorded" in text
 
 
+@pytest.mark.slow
 def test_the_machines_reference_step_is_recorded_with_every_invocation(tmp_path, figures, monkeypatch):
     """Measured once per runner invocation when asked (the cpu profile asks: it has a time
     target; smoke does not), and carried by each notebook's record."""
-    from helpers import benchmark
+    from helpers.studies import benchmark
     _notebook(tmp_path / "01_ok.ipynb", "x = 1")
     _notebook(tmp_path / "02_ok.ipynb", "y = 2")
     record = config.get_profile("smoke").artifacts / "notebook_times.json"
@@ -151,7 +157,8 @@ def test_help_states_default_profile_list_syntax_and_valid_names(capsys):
         run.main(["--help"])
     out = capsys.readouterr().out
     assert "default profile is 'cpu'" in out and "-p criteria_names '[lrp, weight]'" in out
-    assert "composite: str; one of epsilon_plus_flat" in out and "sweep_allocation: str; one of report, uniform, global" in out
+    assert "composite: str; one of epsilon_plus_flat" in out
+    assert "sweep_allocation: str; one of report, uniform, global" in out
 
 
 def test_cli_rejects_unknown_profile(capsys):
@@ -164,7 +171,7 @@ _TYPES = {"int": int, "float": float, "str": str, "bool": bool, "list": list}
 
 
 def test_parameter_rules_match_every_notebooks_parameters_cell():
-    """helpers.params knows exactly the parameters each notebook declares, with their types."""
+    """helpers.tools.params knows exactly the parameters each notebook declares, with their types."""
     assert [nb.stem for nb in run.notebooks()] == list(params.NOTEBOOKS)
     for nb in run.notebooks():
         declared = run.declared_parameters(nb)
@@ -189,6 +196,7 @@ def test_cross_parameter_rule():
     assert params.check("06_fine_tuning", {"profile": "smoke", "ref_per_class": 3}).ref_per_class == 3
 
 
+@pytest.mark.slow
 def test_progress_lines_reach_the_terminal_but_never_the_published_notebook(tmp_path, figures, capfd):
     _notebook(tmp_path / "01_loop.ipynb",
               "from helpers import progress\nfor i in progress.steps([1, 2], 'loop'):\n    print('kept', i)",
@@ -203,9 +211,11 @@ def test_progress_lines_reach_the_terminal_but_never_the_published_notebook(tmp_
 def test_publish_drops_outputs_that_hold_only_progress_lines(tmp_path):
     nb = nbformat.v4.new_notebook()
     cell = nbformat.v4.new_code_cell("x")
-    cell.outputs = [nbformat.v4.new_output("stream", name="stderr", text="  [05_low_data] 05:25:02 rule search, group 1/4: dense\n"),
+    progress_line = "  [05_low_data] 05:25:02 rule search, group 1/4: dense\n"
+    cell.outputs = [nbformat.v4.new_output("stream", name="stderr", text=progress_line),
                     nbformat.v4.new_output("stream", name="stderr", text="a warning\n"),
-                    nbformat.v4.new_output("stream", name="stdout", text="  [05_low_data] 05:25:02 printed on purpose\n")]
+                    nbformat.v4.new_output("stream", name="stdout", text=progress_line.replace(
+                        "rule search, group 1/4: dense", "printed on purpose"))]
     nb.cells = [cell]
     nbformat.write(nb, tmp_path / "05_x.ipynb")
     out = nbformat.read(run.publish(tmp_path / "05_x.ipynb", tmp_path / "pub"), as_version=4)

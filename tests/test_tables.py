@@ -2,7 +2,7 @@
 import numpy as np
 import pandas as pd
 
-from helpers import tables
+from helpers.reporting import tables
 
 
 def test_headers_carry_units():

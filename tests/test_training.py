@@ -3,7 +3,8 @@ import pathlib
 import pytest
 import torch
 
-from helpers import checkpoint, config, data, models, training
+from helpers.core import checkpoint, config, data, models
+from helpers.methods import training
 
 
 @pytest.fixture
@@ -116,7 +117,7 @@ def test_evaluate_returns_accuracy_and_loss(quick):
 
 def test_resumed_run_reports_the_time_of_every_segment(quick, tmp_path):
     """Training time and throughput cover all segments of a resumed run, not the last one."""
-    from helpers import report
+    from helpers.reporting import report
     d, model, spec = _setup(quick)
     first = training.fit(model, d, quick, tmp_path / "s.pt", spec, stop_after=1)
     _, model, _ = _setup(quick)

@@ -1,0 +1,2 @@
+"""The methods under study: LRP composites, pruning criteria and score files, pruning, training
+and distillation, fine-tuning schedules, quantization."""

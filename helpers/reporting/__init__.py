@@ -1,0 +1,1 @@
+"""What a reader sees: tables, figures, the "What this shows" sentences, README and REPORT.md."""
