@@ -12,6 +12,11 @@ def test_readme_results_are_generated_from_the_saved_tables():
         "README results are stale: run `make readme` (python -m helpers.reporting.report cpu)"
 
 
+def test_readme_is_a_doorway_of_at_most_10_kb():
+    size = len(report.README.read_bytes())
+    assert size <= 10 * 1024, f"README.md is {size} bytes: move what a first reader does not need to docs/"
+
+
 def test_update_readme_replaces_only_the_block(tmp_path, monkeypatch):
     folder = tmp_path / "figures" / "cpu"
     folder.mkdir(parents=True)

@@ -44,3 +44,12 @@ def test_markdown_has_no_range_index_and_shows_caption():
     assert "57.96" in text and "57.964" not in text
     shown = tables.show(df, "caption here")
     assert shown.data.startswith("**caption here**") and "test acc (%)" in shown.data
+
+
+def test_small_values_keep_their_significant_digits():
+    out = tables.frame(pd.DataFrame({"lr": [0.003, 0.01, 0.1], "p_value": [0.0004, 0.2, np.nan],
+                                     "val_acc": [0.25, 50.0, 99.0]}))
+    assert list(out["lr"]) == ["0.0030", "0.0100", "0.1000"]  # was 0.00, 0.01, 0.10
+    assert list(out["p value"]) == ["0.00040", "0.20000", tables.MISSING]
+    assert list(out["val acc (%)"]) == ["0.25", "50.00", "99.00"]  # nothing rounds to zero: 2 decimals
+    assert tables.decimals(pd.Series([0.0, 0.0])) == 2

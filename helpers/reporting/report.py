@@ -46,20 +46,6 @@ def read_table(folder: Path, name: str) -> pd.DataFrame:
     return pd.read_csv(path)
 
 
-def baseline_markdown(profile: str = "cpu") -> str:
-    """The README's baseline section, from ``figures/<profile>/baseline_metrics.csv``."""
-    folder = config.FIGURES_ROOT / profile
-    m = read_table(folder, "baseline_metrics").iloc[0]
-    rows = [("test top-1 accuracy", f"{m.test_acc:.2f} %"), ("test loss", f"{m.test_loss:.3f}"),
-            ("parameters", f"{int(m.parameters):,}"), ("FLOPs per image", f"{int(m.flops) / 1e6:.1f} M"),
-            ("size on disk", f"{m.size_MB:.2f} MB ({m.size_MiB:.2f} MiB)"),
-            ("training time", f"{m.train_minutes:.1f} min for {int(m.epochs)} epochs"),
-            ("training throughput", f"{m.train_img_per_s:.0f} images/s")]
-    table = pd.DataFrame(rows, columns=["baseline (" + profile + " profile)", "value"])
-    return (table.to_markdown(index=False) + "\n\n"
-            f"![training curves](figures/{profile}/baseline_training_curves.png)\n")
-
-
 def update_readme(profile: str = "cpu", readme: Path = README) -> str:
     """Replace the README's results block with the text generated from saved results."""
     text = readme.read_text()
@@ -70,42 +56,25 @@ def update_readme(profile: str = "cpu", readme: Path = README) -> str:
     return new
 
 
+HEADLINE_COLUMNS = ["route", "criterion", "filters_removed_or_sparsity", "weight_bits", "compression_x", "flops_x",
+                    "test_acc_mean", "test_acc_std", "drop_points", "n_seeds"]
+
+
 def results_markdown(profile: str = "cpu") -> str:
-    """The README's results block: the headline of 06 first, the fine-tuning budget study
-    (``python -m helpers.studies.budget``, when run), then the report's table of 08, the speed
-    benchmark, the low-data study (when present) and the baseline."""
-    folder = config.FIGURES_ROOT / profile
-    text = saved_section(folder, profile, "headline") + saved_section(folder, profile, "budget")
-    if (folder / "results_headline.csv").exists():
-        head = read_table(folder, "results_headline")
-        text += ("Secondary, the original report's operating point and table: every criterion gets the "
-                 "report's architecture (weights pruned globally by magnitude to 80 % sparsity, each "
-                 "layer's sparsity - 0.01 is its fraction of filters removed) and chooses within each "
-                 "layer by its own scores, then is fine-tuned one-shot with the recipe and budget of "
-                 "the headline; the LRP run best on validation is then quantized. Test split; sizes in "
-                 "MB (10^6 bytes); latency on 2 CPU "
-                 f"threads. Full report: [figures/{profile}/REPORT.md](figures/{profile}/REPORT.md).\n\n"
-                 + tables.markdown(head) + "\n\n"
-                 f"![accuracy against size and latency](figures/{profile}/results_pareto.png)\n\n")
-    if (folder / "structured_speed_benchmark.csv").exists():
-        bench = read_table(folder, "structured_speed_benchmark")
-        ratio = speed_ratios(bench)
-        ratio.columns = [f"batch {b}" for b in ratio.columns]
-        text += ("Does structured pruning to about half the FLOPs halve CPU latency? Speed-up divided by "
-                 "the FLOPs ratio, baseline and pruned timed side by side (target: at least 0.8 at both "
-                 "batch sizes):\n\n" + tables.markdown(ratio) + "\n\n")
-    text += saved_section(folder, profile, "lowdata")
-    return text + baseline_markdown(profile)
-
-
-def saved_section(folder: Path, profile: str, name: str) -> str:
-    """A notebook's marked section of ``REPORT.md`` (its words, tables and figure, read from the
-    saved file) for the README: headings one level down, figure links from the repository root."""
-    report_md = Path(folder) / "REPORT.md"
-    m = _section(name).search(report_md.read_text()) if report_md.exists() else None
-    body = m.group(0).split("\n", 1)[1].rsplit(f"<!-- {name}:end -->", 1)[0] if m else ""
-    body = re.sub(r"\]\((?!http)([\w.-]+\.png)\)", rf"](figures/{profile}/\1)", body).replace("## ", "### ")
-    return body.strip() + "\n\n" if body.strip() else ""
+    """The README's results block: the baseline, then notebook 06's headline where a point was
+    reached (per route and criterion, the largest compression within the profile's margin, with
+    test accuracy there), and the link to the full report."""
+    folder, p = config.FIGURES_ROOT / profile, config.get_profile(profile)
+    base = read_table(folder, "baseline_metrics").iloc[0]
+    text = (f"Per route and criterion, the largest compression whose validation accuracy (mean over seeds) "
+            f"stays within {p.headline_max_drop:g} point{'' if p.headline_max_drop == 1 else 's'} of the "
+            f"baseline, and the test accuracy there. Baseline {p.arch} (width {p.width:g}): test accuracy "
+            f"{base.test_acc:.2f} %, {int(base.parameters):,} parameters, {base.size_MB:.2f} MB.\n\n")
+    if (folder / "headline.csv").exists():
+        head = read_table(folder, "headline")
+        text += tables.markdown(head[head["n_seeds"] > 0][HEADLINE_COLUMNS].reset_index(drop=True)) + "\n\n"
+    return text + (f"Every route and criterion, the paired intervals, the low-data study and the budget study: "
+                   f"[figures/{profile}/REPORT.md](figures/{profile}/REPORT.md).\n")
 
 
 def speed_ratios(bench: pd.DataFrame) -> pd.DataFrame:

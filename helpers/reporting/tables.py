@@ -8,6 +8,7 @@ and values; only what a person reads is formatted here.
 """
 from __future__ import annotations
 
+import math
 import re
 
 import pandas as pd
@@ -55,7 +56,18 @@ def _format_column(values: pd.Series, digits: int, column) -> pd.Series:
         return values.map(lambda v: MISSING if v is None or (isinstance(v, float) and pd.isna(v)) else str(v))
     if _is_count(values, name) and "(%)" not in header(column):
         return values.map(lambda v: MISSING if pd.isna(v) else f"{int(v):,}")
-    return values.map(lambda v: MISSING if pd.isna(v) else f"{v:,.{digits}f}")
+    places = decimals(values, digits)
+    return values.map(lambda v: MISSING if pd.isna(v) else f"{v:,.{places}f}")
+
+
+def decimals(values: pd.Series, digits: int = 2, significant: int = 2, most: int = 8) -> int:
+    """``digits``, unless a nonzero value of the column would print as zero (a learning rate of
+    0.003, a p-value): then enough decimals for ``significant`` digits of the smallest one."""
+    present = values.dropna().abs()
+    smallest = present[present > 0].min() if (present > 0).any() else None
+    if smallest is None or round(smallest, digits) > 0:
+        return digits
+    return min(most, int(math.floor(-math.log10(smallest))) + significant)
 
 
 def _flat(df: pd.DataFrame) -> pd.DataFrame:

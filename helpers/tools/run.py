@@ -1,4 +1,4 @@
-"""Run the numbered notebooks in order with papermill: ``python -m helpers.tools.run --profile cpu``.
+"""Run the numbered notebooks in order with papermill: ``python -m helpers --profile cpu``.
 
 Every parameter is checked against every selected notebook before the first kernel starts.
 Executed copies go to ``artifacts/<profile>/notebooks/``; a notebook that ran to completion
@@ -271,7 +271,7 @@ def _interrupt(signum, frame):
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=EPILOG,
+    ap = argparse.ArgumentParser(prog="python -m helpers", description=__doc__.split("\n\n")[0], epilog=EPILOG,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default=os.environ.get(config.PROFILE_ENV) or config.DEFAULT_PROFILE,
                     help=f"one of {', '.join(config.PROFILES)} (default: {config.DEFAULT_PROFILE})")
