@@ -199,7 +199,7 @@ def test_cross_parameter_rule():
 @pytest.mark.slow
 def test_progress_lines_reach_the_terminal_but_never_the_published_notebook(tmp_path, figures, capfd):
     _notebook(tmp_path / "01_loop.ipynb",
-              "from helpers import progress\nfor i in progress.steps([1, 2], 'loop'):\n    print('kept', i)",
+              "from helpers.core import progress\nfor i in progress.steps([1, 2], 'loop'):\n    print('kept', i)",
               "import sys\nprint('a real warning', file=sys.stderr)")
     run.run_all("smoke", folder=tmp_path)
     published = (figures / "01_loop.ipynb").read_text()
