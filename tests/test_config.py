@@ -68,3 +68,10 @@ def test_compute_and_size_routes_may_have_more_seeds_than_the_other_routes():
             config.get_profile("cpu", **{name: 2})
     assert headline.seeds_note(p) == " (5 on the compute route, 4 on the size route)"
     assert headline.seeds_note(smoke) == ""
+
+
+def test_the_headline_margin_is_a_positive_number_of_points():
+    assert config.get_profile("cpu").headline_max_drop == 1.0
+    with pytest.raises(ValueError, match="'headline_max_drop' must be > 0"):
+        config.get_profile("cpu", headline_max_drop=0.0)
+    assert headline.within(1.0) == "within 1 point" and headline.within(100.0) == "within 100 points"
