@@ -16,7 +16,15 @@ from __future__ import annotations
 
 import re
 
+from ..core.vocabulary import ALLOCATIONS, CRITERIA
+
 TAG = "nbval-shape"
+
+
+def _names(names) -> str:
+    """A regex alternation of whole words, longest first (``lrp_zplus`` before ``lrp``)."""
+    return r"\b(?:" + "|".join(sorted(names, key=len, reverse=True)) + r")\b"
+
 
 # Each (pattern, replacement) is applied in order, on both the stored and the fresh output.
 PATTERNS = [
@@ -24,8 +32,8 @@ PATTERNS = [
     # True or False (resolved or not), and its dash for a missing value (no run finished there)
     (re.compile(r"\d+(?:,\d{3})*|\b(?:True|False)\b|(?<= )–(?= )"), "#"),
     # names the trajectory ranks or picks: criteria, allocations, searched LRP rules
-    (re.compile(r"\b(?:lrp_zplus|lrp|weight|gradient|taylor|random)\b"), "<criterion>"),
-    (re.compile(r"\b(?:report|uniform|global)\b"), "<allocation>"),
+    (re.compile(_names([*CRITERIA, "lrp_zplus"])), "<criterion>"),
+    (re.compile(_names(ALLOCATIONS)), "<allocation>"),
     (re.compile(r"depth:\S+"), "<rule>"),
     # verdicts read off the trajectory's numbers
     (re.compile(r"\b(?:met|missed|ahead|behind|tied|not within|within)\b"), "<verdict>"),
