@@ -128,11 +128,17 @@ def test_compiled_kernels_compute_the_int8_graph_with_the_machines_activation_ra
 
 
 def test_kernels_saturate_on_x86_without_vnni_only(monkeypatch):
+    for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
+        monkeypatch.delenv(name, raising=False)
     x86 = {"architecture": "x86_64", "avx2": True, "avx512_vnni": False, "avx_vnni": False, "amx_int8": False}
     for caps, expected in ((x86, True), ({**x86, "avx512_vnni": True}, False), ({**x86, "avx_vnni": True}, False),
                            ({**x86, "amx_int8": True}, False), ({"architecture": "aarch64"}, False)):
         monkeypatch.setattr(torch.cpu, "get_capabilities", lambda caps=caps: caps)
         assert quantization.kernels_saturate() is expected, caps
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {**x86, "avx512_vnni": True})
+    for cap, expected in (("AVX2", True), ("avx512_core", True), ("AVX512_CORE_VNNI", False), ("AVX2_VNNI", False)):
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)  # a VNNI machine with oneDNN held below or at VNNI
+        assert quantization.kernels_saturate() is expected, cap
 
 
 def test_reduced_range_only_where_the_profile_runs_the_kernels(monkeypatch):

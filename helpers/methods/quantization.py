@@ -76,7 +76,18 @@ def kernels_saturate() -> bool:
     caps = torch.cpu.get_capabilities()
     if caps.get("architecture") not in ("x86_64", "x86"):
         return False
-    return not any(caps.get(k) for k in ("avx512_vnni", "avx_vnni", "amx_int8"))
+    return onednn_capped_below_vnni() or not any(caps.get(k) for k in ("avx512_vnni", "avx_vnni", "amx_int8"))
+
+
+NO_VNNI_ISAS = ("SSE41", "AVX", "AVX2", "AVX512_CORE")
+"""oneDNN's ISA caps without VNNI: under ``ONEDNN_MAX_CPU_ISA`` set to one of them (a CPU of another
+kind emulated, docs/testing.md) a VNNI machine's int8 kernels saturate like an AVX2 machine's."""
+
+
+def onednn_capped_below_vnni() -> bool:
+    """Whether ``$ONEDNN_MAX_CPU_ISA`` (or its older name ``$DNNL_MAX_CPU_ISA``) keeps oneDNN off VNNI."""
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or ""
+    return cap.upper() in NO_VNNI_ISAS
 
 
 def needs_reduced_range(p) -> bool:
