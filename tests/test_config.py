@@ -1,6 +1,7 @@
 import pytest
 
 from helpers.core import config
+from helpers.reporting import findings
 from helpers.studies import headline
 
 
@@ -74,4 +75,4 @@ def test_the_headline_margin_is_a_positive_number_of_points():
     assert config.get_profile("cpu").headline_max_drop == 1.0
     with pytest.raises(ValueError, match="'headline_max_drop' must be > 0"):
         config.get_profile("cpu", headline_max_drop=0.0)
-    assert headline.within(1.0) == "within 1 point" and headline.within(100.0) == "within 100 points"
+    assert findings.within(1.0) == "within 1 point" and findings.within(100.0) == "within 100 points"

@@ -19,6 +19,11 @@ NEXT = {"01": ("02_relevance", "scores every filter and weight by each criterion
         "08": ("09_explorer", "lets you prune the baseline yourself, interactively")}
 
 
+def within(max_drop: float) -> str:
+    """The headline's rule in words: ``within 1 point`` (the profile's ``headline_max_drop``)."""
+    return f"within {max_drop:g} point{'' if max_drop == 1 else 's'}"
+
+
 def markdown(lines: list[str], notebook: str | None = None) -> str:
     """The sentences as a Markdown list, then the pointer to the notebook after ``notebook``."""
     text = "\n".join(f"- {line}" for line in lines)

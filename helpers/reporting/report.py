@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..core import checkpoint, config, measure
-from . import tables
+from . import findings, tables
 
 README = config.REPO_ROOT / "README.md"
 _BLOCK = re.compile(r"(<!-- results:start -->\n).*?(<!-- results:end -->)", re.S)
@@ -67,9 +67,9 @@ def results_markdown(profile: str = "cpu") -> str:
     folder, p = config.FIGURES_ROOT / profile, config.get_profile(profile)
     base = read_table(folder, "baseline_metrics").iloc[0]
     text = (f"Per route and criterion, the largest compression whose validation accuracy (mean over seeds) "
-            f"stays within {p.headline_max_drop:g} point{'' if p.headline_max_drop == 1 else 's'} of the "
-            f"baseline, and the test accuracy there. Baseline {p.arch} (width {p.width:g}): test accuracy "
-            f"{base.test_acc:.2f} %, {int(base.parameters):,} parameters, {base.size_MB:.2f} MB.\n\n")
+            f"stays {findings.within(p.headline_max_drop)} of the baseline, and the test accuracy there. "
+            f"Baseline {p.arch} (width {p.width:g}): test accuracy {base.test_acc:.2f} %, "
+            f"{int(base.parameters):,} parameters, {base.size_MB:.2f} MB.\n\n")
     if (folder / "headline.csv").exists():
         head = read_table(folder, "headline")
         text += tables.markdown(head[head["n_seeds"] > 0][HEADLINE_COLUMNS].reset_index(drop=True)) + "\n\n"

@@ -15,6 +15,7 @@ from IPython.display import Markdown
 from ..core import stats
 from ..core.vocabulary import STATUSES, default_bits
 from ..reporting import tables
+from ..reporting.findings import within
 
 COLUMNS = ["route", "criterion", "n_seeds", "filters_removed_or_sparsity", "weight_bits", "compression_x", "flops_x",
            "test_acc_mean", "test_acc_std", "drop_points", "val_acc_mean"]
@@ -99,11 +100,6 @@ def per_point(rows: pd.DataFrame) -> pd.DataFrame:
     test = stats.spread(ok, keys, "test_acc").rename(columns={"mean": "test_acc_mean", "std": "test_acc_std"})
     rest = ok.groupby(keys, as_index=False, sort=False)[["val_acc", "compression_x", "flops_x"]].mean()
     return test.merge(rest, on=keys)
-
-
-def within(max_drop: float) -> str:
-    """The headline's rule in words: ``within 1 point`` (the profile's ``headline_max_drop``)."""
-    return f"within {max_drop:g} point{'' if max_drop == 1 else 's'}"
 
 
 def findings(head: pd.DataFrame, pairs: pd.DataFrame, recipe: dict, rows: pd.DataFrame,
