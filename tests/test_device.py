@@ -111,6 +111,8 @@ def test_gpu_check_script_runs_its_measurements_on_cpu(tmp_path):
     out = gpu_check.main(["--device", "cpu", "--quick", "--out", str(tmp_path / "g.json")])
     assert out["train_img_per_s_series_loop"] > 0 and out["train_img_per_s_model_step"] > 0
     assert out["lrp_seconds_200_images"] > 0 and (tmp_path / "g.json").exists()
+    assert out["loop_over_model_step"] == out["train_img_per_s_series_loop"] / out["train_img_per_s_model_step"]
+    assert gpu_check.cuda_test_files() == [str(config.REPO_ROOT / "tests" / "test_device.py")]
 
 
 def test_gpu_check_records_a_time_out_and_goes_on():
@@ -130,3 +132,47 @@ def test_gpu_check_parts_are_checked(tmp_path, capsys):
     assert "unknown part 'trainig'" in capsys.readouterr().err
     out = gpu_check.main(["--device", "cpu", "--quick", "--parts", "lrp", "--out", str(tmp_path / "g.json")])
     assert set(out) == {"device", "lrp_seconds_200_images"}
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_batches_made_on_the_gpu_are_the_cpus():
+    """The same generator state gives the same crops, flips and order on the GPU as on the CPU;
+    normalisation and the 64x64 resize agree to float32 rounding."""
+    x = torch.randint(0, 256, (300, 3, 32, 32), dtype=torch.uint8)
+    split = data.Split(x, torch.arange(300) % 100)
+    for size in (32, 64):
+        on_cpu = data.batches(split, 128, size, shuffle=True, generator=torch.Generator().manual_seed(5),
+                              train_augment=True)
+        on_gpu = data.batches(split.to("cuda"), 128, size, shuffle=True,
+                              generator=torch.Generator().manual_seed(5), train_augment=True)
+        for (xc, yc), (xg, yg) in zip(on_cpu, on_gpu, strict=True):
+            assert xg.is_cuda and torch.equal(yc, yg.cpu())
+            torch.testing.assert_close(xg.cpu(), xc, rtol=0, atol=1e-5)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_diverged_epoch_on_the_gpu_still_raises(smoke):
+    """On CUDA the loss check runs one step late; a NaN loss still stops the epoch."""
+    p, d, model, _ = _setup(smoke)
+    model = model.cuda()
+    with torch.no_grad():
+        next(model.parameters()).fill_(float("nan"))
+    opt, sched = training.make_optimizer(model, p, 10)
+    with pytest.raises(training.DivergenceError, match="became nan"):
+        training.train_epoch(model, d.train, opt, sched, p, torch.Generator().manual_seed(0), max_steps=3)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_compiled_training_on_the_gpu_trains_the_saved_module(smoke, tmp_path):
+    """``compile_training`` trains through CUDA graphs; the module that is saved is the one trained."""
+    p, d, model, _ = _setup(smoke)
+    p = config.get_profile("smoke", synthetic_train_per_class=6, epochs=1, compile_training=True)
+    model = model.cuda()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert training.compiled_for_training(model, p) is not model
+    training.fit(model, d, p, tmp_path / "fit.pt", models.spec_of(model, "vgg16_bn"), max_steps=3)
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert training.compiled_for_training(model.cpu(), p) is model.cpu()

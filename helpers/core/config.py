@@ -74,6 +74,7 @@ class Profile:
     iterative_step: float = 0.05       # fraction of the original filters removed per iterative step
     ref_per_class: int = 10            # reference (training) images per class for data-driven scores
     compile_quantized: bool = True     # run quantized models through torch.compile (int8 kernels)
+    compile_training: bool = False     # on CUDA, train through torch.compile(mode="reduce-overhead")
     full_width_benchmark: bool = True  # notebook 04 also times full-width VGG-16-BN (about 90 s)
     lowdata_ref_sizes: tuple = (1, 2, 5, 10, 50)   # notebook 05: reference images per class
     lowdata_seeds: int = 5                         # notebook 05: draws of each reference size
@@ -145,10 +146,11 @@ PROFILES: dict[str, dict] = {
     # A GPU machine with internet: the original report's torchvision VGG-16 setup.
     "paper": dict(arch="vgg16", pretrained=True, input_size=64, width=1.0, epochs=20,
                   batch_size=64, lr=0.01, weight_decay=5e-4, schedule="cosine",
-                  finetune_epochs=20.0, finetune_lrs=(0.0003, 0.001, 0.003), seeds=3),
+                  finetune_epochs=20.0, finetune_lrs=(0.0003, 0.001, 0.003), seeds=3,
+                  compile_training=True),
     # The usual from-scratch full-width VGG-16-BN CIFAR-100 recipe (GPU).
     "paper_scratch": dict(width=1.0, epochs=200, batch_size=128, lr=0.1, schedule="cosine",
-                          finetune_epochs=30.0),
+                          finetune_epochs=30.0, compile_training=True),
 }
 
 

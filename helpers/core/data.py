@@ -41,6 +41,10 @@ class Split:
     def __len__(self) -> int:
         return len(self.y)
 
+    def to(self, device: torch.device | str) -> "Split":
+        """The same images and labels on ``device`` (still uint8: 150 MB for the training set)."""
+        return Split(self.x.to(device), self.y.to(device))
+
 
 @dataclass
 class Data:
@@ -232,25 +236,30 @@ def class_balanced_sample(split: Split, per_class: int, seed: int) -> Split:
 def augment(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
     """Random crop with ``pad``-pixel zero padding and horizontal flip, for a whole batch.
 
-    x : uint8 or float (B, C, H, W). One gather replaces B per-image PIL calls.
+    x : uint8 or float (B, C, H, W), on any device. The offsets and flips are drawn from the
+    CPU ``generator`` (so a batch on the GPU gets the same crops as on the CPU for the same
+    generator state) and applied on ``x``'s device in one gather.
     """
     b, c, h, w = x.shape
-    padded = F.pad(x, (pad, pad, pad, pad))
     oy = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
     ox = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
-    rows = (oy[:, None] + torch.arange(h))[:, None, :, None]
-    cols = (ox[:, None] + torch.arange(w))[:, None, None, :]
-    out = padded[torch.arange(b)[:, None, None, None], torch.arange(c)[None, :, None, None],
-                 rows, cols]
     flip = torch.rand(b, generator=generator) < 0.5
+    dev = x.device
+    oy, ox, flip = oy.to(dev, non_blocking=True), ox.to(dev, non_blocking=True), flip.to(dev, non_blocking=True)
+    padded = F.pad(x, (pad, pad, pad, pad))
+    rows = (oy[:, None] + torch.arange(h, device=dev))[:, None, :, None]
+    cols = (ox[:, None] + torch.arange(w, device=dev))[:, None, None, :]
+    out = padded[torch.arange(b, device=dev)[:, None, None, None],
+                 torch.arange(c, device=dev)[None, :, None, None], rows, cols]
     return torch.where(flip[:, None, None, None], out.flip(3), out)
 
 
 def normalize(x: torch.Tensor, size: int = 32) -> torch.Tensor:
-    """uint8 (B, 3, 32, 32) -> float32 normalised by the official train statistics."""
+    """uint8 (B, 3, 32, 32) -> float32 normalised by the official train statistics (and resized
+    bilinearly to ``size``), on ``x``'s device."""
     x = x.float().div_(255)
-    mean = torch.tensor(MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(STD).view(1, 3, 1, 1)
+    mean = torch.tensor(MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(STD, device=x.device).view(1, 3, 1, 1)
     x = (x - mean) / std
     if size != x.shape[-1]:
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
@@ -266,9 +275,15 @@ def denormalize(x: torch.Tensor) -> torch.Tensor:
 
 def batches(split: Split, batch_size: int, size: int = 32, shuffle: bool = False,
             generator: torch.Generator | None = None, train_augment: bool = False):
-    """Yield normalised float batches ``(x, y)``; shuffling and augmentation use ``generator``."""
+    """Yield normalised float batches ``(x, y)``; shuffling and augmentation use ``generator``.
+
+    The batches are made on ``split``'s device: a split moved to the GPU once
+    (:meth:`Split.to`) is indexed, augmented, normalised and resized there, so the CPU only
+    draws the random numbers. The order and the augmentation are the same on every device.
+    """
     n = len(split)
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    order = order.to(split.x.device)
     for start in range(0, n, batch_size):
         idx = order[start:start + batch_size]
         x = split.x[idx]

@@ -198,6 +198,16 @@ def is_channels_last(module: nn.Module) -> bool:
     return w is not None and w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
 
 
+CHANNELS_LAST_DEVICES = frozenset({"cpu", "cuda"})
+"""Device types on which :func:`channels_last` stores convolution weights NHWC (``make gpu-check``
+measures both layouts on CUDA)."""
+
+
+def fit_layout_is_channels_last(dev: torch.device) -> bool:
+    """Whether training and evaluation on ``dev`` run channels-last (see :func:`channels_last`)."""
+    return dev.type in CHANNELS_LAST_DEVICES
+
+
 @contextlib.contextmanager
 def channels_last(*modules: nn.Module | None):
     """Convolution weights stored channels-last (NHWC) while the block runs, then contiguous again.
@@ -205,10 +215,12 @@ def channels_last(*modules: nn.Module | None):
     oneDNN's CPU convolutions run about 1.2x faster in that layout for this network (training
     steps with and without distillation; ``python -m helpers.studies.benchmark --training`` measures it
     side by side). Values are unchanged; only the kernels' summation order differs (float32
-    rounding). ``None`` entries are skipped; a module already channels-last is left as it is, so
-    the manager nests (evaluation inside training).
+    rounding). ``None`` entries are skipped, and so are modules on a device type not in
+    :data:`CHANNELS_LAST_DEVICES`; a module already channels-last is left as it is, so the
+    manager nests (evaluation inside training).
     """
-    changed = [m for m in modules if m is not None and not is_channels_last(m)]
+    changed = [m for m in modules if m is not None and not is_channels_last(m)
+               and fit_layout_is_channels_last(device_of(m))]
     for m in changed:
         m.to(memory_format=torch.channels_last)
     try:

@@ -41,16 +41,16 @@ def evaluate(model: nn.Module, split: Split, batch_size: int = 500, size: int = 
     """Top-1 accuracy (%) and mean cross-entropy of ``model`` on ``split``, on the model's device."""
     dev = device_of(model)
     model.eval()
-    correct, loss, n = 0, 0.0, 0
+    loss = torch.zeros((), dtype=torch.float64, device=dev)
+    correct = torch.zeros((), dtype=torch.int64, device=dev)
     with channels_last(model):
-        for x, y in batches(split, batch_size, size):
-            x, y = x.to(dev), y.to(dev)
+        for x, y in batches(split.to(dev), batch_size, size):
             with autocast(dev):
                 out = model(x)
-            loss += F.cross_entropy(out.float(), y, reduction="sum").item()
-            correct += (out.argmax(1) == y).sum().item()
-            n += len(y)
-    return {"acc": 100.0 * correct / n, "loss": loss / n}
+            loss += F.cross_entropy(out.float(), y, reduction="sum").double()
+            correct += (out.argmax(1) == y).sum()
+    n = len(split)
+    return {"acc": 100.0 * correct.item() / n, "loss": loss.item() / n}
 
 
 def make_optimizer(model: nn.Module, p: config.Profile, steps: int):
@@ -74,21 +74,28 @@ def _warmup_steps(p: config.Profile, steps: int) -> int:
 
 
 def train_step(model: nn.Module, opt, x: torch.Tensor, y: torch.Tensor, p: config.Profile,
-               soft: torch.Tensor | None = None, name: str = "training") -> tuple[torch.Tensor, torch.Tensor]:
+               soft: torch.Tensor | None = None, name: str = "training",
+               check: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimizer step on the batch ``x`` (N, 3, H, W), ``y`` (N,) on the model's device
     (bf16 autocast on CUDA): the label loss, or :func:`distillation.distillation_loss` towards
     the teacher's logits ``soft`` (N, classes) when given and ``p.kd_alpha > 0``. Returns the
     logits and the loss; a non-finite loss raises :class:`DivergenceError` naming ``name``
-    before any weight changes."""
+    before any weight changes. ``check=False`` leaves that check to the caller
+    (:func:`train_epoch` on CUDA, which must not wait for the GPU every step)."""
     with autocast(device_of(model)):
         out = model(x)
         loss = _loss(out.float(), y, p, soft)
-    if not torch.isfinite(loss):
-        check_diverged(name, 0, loss.item())
+    if check:
+        _check_finite(loss, name)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
     return out, loss
+
+
+def _check_finite(loss: torch.Tensor | None, name: str) -> None:
+    if loss is not None and not torch.isfinite(loss):
+        check_diverged(name, 0, loss.item())
 
 
 def train_epoch(model, split: Split, opt, sched, p: config.Profile, generator, desc="",
@@ -97,26 +104,39 @@ def train_epoch(model, split: Split, opt, sched, p: config.Profile, generator, d
     mean loss, accuracy, optimizer steps taken and images/s. Runs on the model's device. With a
     ``teacher`` and ``p.kd_alpha > 0`` the loss is :func:`distillation.distillation_loss`, the
     teacher's logits from :func:`distillation.targets` (computed once per seed's batches). A
-    non-finite loss stops the epoch at once with :class:`DivergenceError`."""
+    non-finite loss stops the epoch with :class:`DivergenceError`: at once on the CPU; on CUDA
+    one step later, so that the GPU never waits for the CPU (the run is discarded either way).
+
+    On CUDA the split is copied to the GPU as uint8 once per epoch, and the batches are cut,
+    augmented and normalised there; losses and hits are summed on the device and read once.
+    """
     dev = device_of(model)
     model.train()
-    loss_sum, correct, n, start = 0.0, 0, 0, time.perf_counter()
+    start = time.perf_counter()
     steps = steps_per_epoch(len(split), p.batch_size)
     steps = steps if max_steps is None else min(steps, max_steps)
     distil = teacher is not None and p.kd_alpha > 0
     cached = targets(teacher, split, p.batch_size, p.input_size, generator, steps) if distil else None
-    it = itertools.islice(batches(split, p.batch_size, p.input_size, shuffle=True,
+    it = itertools.islice(batches(split.to(dev), p.batch_size, p.input_size, shuffle=True,
                                   generator=generator, train_augment=True), steps)
+    lagged = dev.type == "cuda"
+    loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
+    correct = torch.zeros((), dtype=torch.int64, device=dev)
+    n, previous, name = 0, None, desc or "training"
     for i, (x, y) in enumerate(progress.bar(it, total=steps, desc=desc)):
-        x, y = x.to(dev), y.to(dev)
         soft = None
         if distil:
             soft = teacher_logits(teacher, x) if cached is None else cached[i].to(dev)
-        out, loss = train_step(model, opt, x, y, p, soft, desc or "training")
+        out, loss = train_step(model, opt, x, y, p, soft, name, check=not lagged)
+        if lagged:
+            _check_finite(previous, name)
+            previous = loss.detach()
         sched.step()
-        loss_sum += loss.item() * len(y)
-        correct += (out.argmax(1) == y).sum().item()
+        loss_sum += loss.detach().double() * len(y)
+        correct += (out.argmax(1) == y).sum()
         n += len(y)
+    _check_finite(previous, name)
+    loss_sum, correct = loss_sum.item(), correct.item()
     seconds = time.perf_counter() - start
     return {"train_loss": loss_sum / n, "train_acc": 100.0 * correct / n, "steps": steps,
             "epoch_s": seconds, "img_per_s": n / seconds}
@@ -183,12 +203,13 @@ def fit(model: nn.Module, data: Data, p: config.Profile, state_path: Path, spec:
     # channels-last convolutions (about 1.2x faster); not under DistributedDataParallel, whose
     # gradient buckets are laid out for the parameters' layout at construction
     with channels_last(*((model, teacher) if replica is None else ())):
+        stepper = replica or compiled_for_training(model, p)
         for epoch in range(len(history), n_epochs):
             if stop_after is not None and epoch >= stop_after:
                 break
             g = torch.Generator().manual_seed(p.seed * 100_003 + epoch + 7_919 * ctx.rank)
             train = data.train if ctx.world == 1 else parallel.shard(data.train, epoch, p.seed, ctx)
-            row = {"epoch": epoch + 1, **train_epoch(replica or model, train, opt, sched, local, g,
+            row = {"epoch": epoch + 1, **train_epoch(stepper, train, opt, sched, local, g,
                                                       f"epoch {epoch + 1}/{n_epochs}",
                                                       max_steps=total - epoch * spe, teacher=teacher)}
             val = evaluate(model, data.val, p.eval_batch_size, p.input_size)
@@ -209,6 +230,15 @@ def fit(model: nn.Module, data: Data, p: config.Profile, state_path: Path, spec:
     if best is not None and len(history) == n_epochs:
         model.load_state_dict(best["model"])
     return pd.DataFrame(history)
+
+
+def compiled_for_training(model: nn.Module, p: config.Profile) -> nn.Module:
+    """``model`` itself, or on CUDA with the profile's ``compile_training`` the same module under
+    ``torch.compile(mode="reduce-overhead")`` (CUDA graphs: the step no longer waits for Python
+    to launch each kernel; ``make gpu-check`` measures both). The weights are shared."""
+    if not (p.compile_training and device_of(model).type == "cuda"):
+        return model
+    return torch.compile(model, mode="reduce-overhead")
 
 
 def _resume(path: Path, run: dict, model, opt, sched) -> dict:
