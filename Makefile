@@ -1,4 +1,5 @@
-# make reproduce   create the environment and run the whole series (PROFILE=cpu by default)
+# make reproduce   create the environment and run the whole series (PROFILE=cpu by default;
+#                  RETRAIN=1 trains the baseline even where the profile ships one)
 # make test        unit tests + nbval regression of the notebooks on the smoke profile (what CI runs)
 # make lint        ruff over helpers/, tests/ and notebooks/ (part of make test)
 # make test-fast   the unit tests that start no kernel or subprocess and train for seconds at most
@@ -18,7 +19,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	touch $@
 
 reproduce: $(VENV)/.installed
-	$(PY) -m helpers.tools.run --profile $(PROFILE)
+	$(PY) -m helpers.tools.run --profile $(PROFILE) $(if $(RETRAIN),-p retrain true)
 	if [ "$(PROFILE)" = cpu ]; then $(PY) -m helpers.reporting.report cpu; fi
 
 lint: $(VENV)/.installed

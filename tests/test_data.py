@@ -119,7 +119,7 @@ def test_class_balanced_sample(tiny_cifar):
 
 def test_smoke_profile_generates_its_data(smoke):
     d = data.load_data(smoke)
-    assert (len(d.train), len(d.val), len(d.test)) == (2200, 200, 400)
+    assert (len(d.train), len(d.val), len(d.test)) == (2000, 400, 400)
     assert (smoke.artifacts / "data" / "cifar-100-python" / "meta").exists()
 
 

@@ -214,3 +214,102 @@ def test_composites_with_the_same_scores_are_scored_once():
     lrp = block[block["criterion"] == "lrp"].set_index(["composite", "kind", "fraction"])["val_acc"]
     assert lrp.loc[ALL_ZPLUS].equals(lrp.loc["epsilon_plus_flat"])
     assert set(block["composite"]) >= set(names)
+
+
+# ----------------------------------------------------------------------------- confirmation
+def test_confirmation_images_are_the_comparison_halfs_and_not_the_screens():
+    p = config.get_profile("smoke", val_per_class=6, lowdata_eval_per_class=1, lowdata_confirm_per_class=2)
+    d = _data(val=6)
+    d = Data(d.train, Split(torch.arange(len(d.val.y)).view(-1, 1, 1, 1), d.val.y), d.test, d.classes)  # ids
+    search, screen = lowdata.validation_halves(d, p, p.lowdata_eval_per_class)
+    confirm = lowdata.confirmation_split(d, p)
+    ids = {name: set(s.x[:, 0, 0, 0].tolist()) for name, s in
+           (("search", search), ("screen", screen), ("confirm", confirm))}
+    assert torch.bincount(confirm.y, minlength=100).tolist() == [2] * 100
+    assert not ids["confirm"] & ids["screen"] and not ids["confirm"] & ids["search"]
+    assert lowdata.confirmation_split(d, config.get_profile("smoke", lowdata_confirm_per_class=0)) is None
+    with pytest.raises(lowdata.StudyError, match="0..2"):
+        lowdata.confirmation_split(d, config.get_profile("smoke", val_per_class=6, lowdata_confirm_per_class=3))
+
+
+def test_hits_pack_and_unpack():
+    right = torch.tensor([True, False, True, True, False, False, False, True, True, False, True])
+    text = lowdata.pack_hits(right)
+    assert text == "b1a0" and lowdata.unpack_hits(text, 11).tolist() == right.tolist()
+
+
+def test_trapezoid_weights_give_the_auc():
+    x, y = [0.1, 0.2, 0.4], [10.0, 20.0, 40.0]
+    assert float(np.dot(lowdata.trapezoid_weights(x), y)) == pytest.approx(stats.auc(x, y))
+
+
+def _hit_rows(n=8):
+    """Two seeds, two fractions, 8 images: lrp (epsilon) right on all, lrp (searched) on the first
+    six, taylor on all, gradient on none, weight (one seed, data-free) on the first four."""
+    rows = []
+    hits = {"lrp (epsilon)": [1] * n, "lrp (searched)": [1] * 6 + [0] * 2, "taylor": [1] * n,
+            "gradient": [0] * n, "weight": [1] * 4 + [0] * 4}
+    for label, right in hits.items():
+        for seed in ((0,) if label == "weight" else (0, 1)):
+            for f in (0.1, 0.3):
+                rows.append({"kind": "structured", "bn_recalibrated": False, "ref_per_class": 1, "label": label,
+                             "seed": seed, "fraction": f,
+                             "confirm_hits": lowdata.pack_hits(torch.tensor(right).bool())})
+    return pd.DataFrame(rows)
+
+
+def test_confirmation_against_a_hand_made_table():
+    summary = pd.DataFrame({"kind": "structured", "bn_recalibrated": False, "ref_per_class": 1,
+                            "label": ["lrp (epsilon)", "lrp (epsilon_plus_flat)", "lrp (searched)"],
+                            "auc_mean": [30.0, 20.0, 25.0]})
+    pairs = pd.DataFrame({"kind": ["structured"], "bn_recalibrated": [False], "ref_per_class": [1],
+                          "lrp": ["lrp (epsilon)"], "other": ["weight"], "diff_mean": [40.0], "diff_low": [30.0],
+                          "diff_high": [50.0]})
+    c = lowdata.confirmation(_hit_rows(), summary, pairs, 8).set_index(["lrp", "other"])
+    assert list(c.index.get_level_values(0).unique()) == ["lrp (epsilon)", "lrp (searched)"]  # best stock, searched
+    # every image right against four of eight: +50 points at both fractions and for both seeds, so all
+    # the spread is the images' (0 or 100 each): a bootstrap error near sd / sqrt(8) = 18.9
+    row = c.loc[("lrp (epsilon)", "weight")]
+    assert row["diff_mean"] == pytest.approx(50.0) and row["diff_low"] < 50 < row["diff_high"]
+    assert row["screen_half_width"] == pytest.approx(10.0) and row["half_width"] > 20
+    assert row["p"] < 0.01 and row["verdict"] == "ahead"
+    assert c.loc[("lrp (epsilon)", "taylor"), "verdict"] == "tied"          # the same hits: 0, no spread
+    assert c.loc[("lrp (epsilon)", "taylor"), "diff_mean"] == 0.0
+    assert c.loc[("lrp (searched)", "taylor"), "diff_mean"] == pytest.approx(-25.0)
+    assert c.loc[("lrp (searched)", "gradient"), "diff_mean"] == pytest.approx(75.0)
+    assert len(c) == 6 and (c["n_images"] == 8).all() and (c["n_seeds"] == 2).all()
+    text = lowdata.confirmed_conclusions(c.reset_index())
+    assert "1/class: `lrp (epsilon)` ahead weight (+50.00 [" in text[0]
+    assert "]), tied taylor, ahead gradient; searched rule: tied weight, tied taylor, ahead gradient." in text[0]
+    assert "Holm's correction over the 6 comparisons" in text[1]
+
+
+class _Watched(Split):
+    """A split that counts how often it is put on a device to be read (``batches`` does that)."""
+    reads = 0
+
+    def to(self, device):
+        type(self).reads += 1
+        return super().to(device)
+
+
+@pytest.mark.slow
+def test_the_study_and_its_confirmation_never_read_the_test_split_and_test_auc_reads_it_once():
+    p = config.get_profile("smoke", val_per_class=4, lowdata_eval_per_class=1, lowdata_confirm_per_class=1,
+                           lowdata_ref_sizes=(1,), lowdata_seeds=1, lowdata_fractions=(0.1, 0.3),
+                           lowdata_sparsities=(0.3, 0.6))
+    model, d = _vgg(), _data(val=4)
+    g = torch.Generator().manual_seed(0)
+    for s in (d.train, d.val, d.test):
+        s.x[:] = torch.randint(0, 256, s.x.shape, generator=g, dtype=torch.uint8)
+    d = Data(d.train, d.val, _Watched(d.test.x, d.test.y), d.classes)
+    study = lowdata.make_study(p, ["epsilon"], ["weight", "taylor"])
+    _, screen = lowdata.validation_halves(d, p, 1)
+    rows = lowdata.run(model, d, study, screen, [], p, lowdata.confirmation_split(d, p))
+    summary = lowdata.auc_summary(lowdata.auc_table(rows))
+    lowdata.confirmation(rows, summary, lowdata.paired(lowdata.auc_table(rows)), 100)
+    assert _Watched.reads == 0
+    lowdata.test_auc(model, d, "epsilon", study, 1, p)
+    assert _Watched.reads == 2  # once per network: the study's two fractions, one seed
+    with pytest.raises(lowdata.StudyError, match="confirms on 1 image"):
+        lowdata.run(model, d, study, screen, [], p, None)

@@ -78,3 +78,11 @@ def test_shape_masks_what_the_trajectory_chooses_and_keeps_the_words():
     assert nbval_shape.shape("- size route: …") != nbval_shape.shape("- combined route: …")
     # a run that did not finish: its dash reads like any value
     assert nbval_shape.shape("| lrp | – | True |") == nbval_shape.shape("| weight | 3 | – |")
+
+
+def test_shape_masks_the_composite_a_setting_picked():
+    from helpers.tools.nbval_shape import shape
+    a = "| structured | False | lrp (epsilon_alpha2_beta1) | weight | +1.25 [-3.00, +5.25] tied |"
+    b = "| structured | False | lrp (epsilon) | weight | +1.25 [-3.00, +5.25] ahead |"
+    assert shape(a) == shape(b)
+    assert shape("lrp (searched) | weight") != shape("lrp (searched) | taylor, gradient")

@@ -333,3 +333,20 @@ def test_report_leads_with_the_headline_section(tmp_path):
     text = report.write_report("# Results: cpu profile\n\nbody", path)
     assert text.index("## Headline") < text.index("body") < text.index("## Low data")
 
+
+
+def test_the_headline_calls_a_difference_resolved_only_after_holm():
+    pairs = pd.DataFrame({"route": "compute", "point": 0.2, "weight_bits": 32, "criterion": ["weight", "taylor"],
+                          "n": 5, "mean": [1.0, 0.2], "low": [0.5, 0.01], "high": [1.5, 0.39],
+                          "resolved": [True, True], "p": [0.001, 0.04], "half_width": 0.25, "seeds_needed": 5})
+    pairs = headline.stats.with_holm(pairs)
+    # Holm over 2: 0.001 * 2 = 0.002 survives; 0.04 * 1 = 0.04, but the running max keeps 0.04 < 0.05
+    assert pairs["p_holm"].tolist() == pytest.approx([0.002, 0.04])
+    pairs = headline.stats.with_holm(pairs.drop(columns=["p_holm", "resolved_holm"]).assign(p=[0.04, 0.03]))
+    # 0.03 * 2 = 0.06 fails, and so 0.04 (its running max 0.06) fails too
+    assert pairs["resolved_holm"].tolist() == [False, False]
+    text = headline._pair_sentences(pairs, pd.DataFrame())[0]
+    assert "Resolved after Holm's correction over the 2 comparisons: none." in text
+    assert "Resolved read alone but not after the correction: weight at 0.2 (adjusted p 0.06)" in text
+    table = headline.paired(_hand_table())
+    assert {"p", "p_holm", "resolved_holm"} <= set(table.columns) and (table["p_holm"] >= table["p"]).all()

@@ -81,6 +81,7 @@ class Profile:
     lowdata_fractions: tuple = (0.1, 0.2, 0.3, 0.4)  # notebook 05: fractions of filters removed
     lowdata_sparsities: tuple = (0.2, 0.5, 0.8)      # notebook 05: unstructured sparsities
     lowdata_eval_per_class: int = 3                # notebook 05: validation images per class in each half
+    lowdata_confirm_per_class: int = 10            # notebook 05: more per class, to confirm the screen (0: none)
     lowdata_recal_batches: int = 2                 # notebook 05: training batches per BatchNorm recalibration
     series_minutes: float = 0.0        # wall-time target of the whole series from scratch (REPORT.md); 0: none
 
@@ -135,14 +136,15 @@ PROFILES: dict[str, dict] = {
     # another): every point qualifies for the headline and every criterion runs every point.
     "smoke": dict(dataset="synthetic", headline_max_drop=100.0, sweep_stop_points=0.0,
                   width=0.125, epochs=5, batch_size=32, lr=0.1,
-                  val_per_class=2, synthetic_train_per_class=24, synthetic_test_per_class=4,
+                  val_per_class=4, synthetic_train_per_class=24, synthetic_test_per_class=4,
                   eval_batch_size=200, finetune_epochs=0.5, finetune_lrs=(0.02,), seeds=2,
                   headline_fractions=(0.4,), headline_sparsities=(0.5,), iterative_step=0.25,
                   ref_per_class=2, compile_quantized=False, full_width_benchmark=False, weight_bits=(8,),
                   lowdata_ref_sizes=(1, 2), lowdata_seeds=2, lowdata_fractions=(0.1, 0.3),
-                  lowdata_sparsities=(0.3, 0.6), lowdata_eval_per_class=1, lowdata_recal_batches=2),
+                  lowdata_sparsities=(0.3, 0.6), lowdata_eval_per_class=1, lowdata_recal_batches=2,
+                  lowdata_confirm_per_class=1),
     # The default: real CIFAR-100 on 2 CPU cores, VGG-16-BN at width 0.25.
-    "cpu": dict(compute_seeds=5, size_seeds=4, series_minutes=150.0),
+    "cpu": dict(compute_seeds=5, size_seeds=4, series_minutes=300.0),
     # A GPU machine with internet: the original report's torchvision VGG-16 setup.
     "paper": dict(arch="vgg16", pretrained=True, input_size=64, width=1.0, epochs=20,
                   batch_size=64, lr=0.01, weight_decay=5e-4, schedule="cosine",

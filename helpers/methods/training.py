@@ -53,6 +53,19 @@ def evaluate(model: nn.Module, split: Split, batch_size: int = 500, size: int = 
     return {"acc": 100.0 * correct.item() / n, "loss": loss.item() / n}
 
 
+@torch.no_grad()
+def hits(model: nn.Module, split: Split, batch_size: int = 500, size: int = 32) -> torch.Tensor:
+    """Which images of ``split`` ``model`` classifies correctly: bool (N,), on the CPU."""
+    dev = device_of(model)
+    model.eval()
+    out = []
+    with channels_last(model):
+        for x, y in batches(split.to(dev), batch_size, size):
+            with autocast(dev):
+                out.append((model(x).argmax(1) == y).cpu())
+    return torch.cat(out)
+
+
 def make_optimizer(model: nn.Module, p: config.Profile, steps: int):
     """SGD (Nesterov) and its schedule over ``steps`` optimizer steps: one-cycle, or cosine
     after a linear warm-up over ``p.warmup`` of the steps (from a tenth of the peak)."""

@@ -31,10 +31,12 @@ def training_metrics(history: pd.DataFrame) -> dict:
             "train_img_per_s": round(images / seconds, 1)}
 
 
-def write_table(df: pd.DataFrame, folder: Path, name: str) -> Path:
-    """Save ``df`` as ``name.csv`` (the data) and ``name.md`` (for reading) in ``folder``."""
+def write_table(df: pd.DataFrame, folder: Path, name: str, readable: bool = True) -> Path:
+    """Save ``df`` as ``name.csv`` (the data) and, unless ``readable`` is false (a table of
+    machine data, such as per-image hits), ``name.md`` (for reading) in ``folder``."""
     checkpoint.save_text(df.to_csv(index=False), Path(folder) / f"{name}.csv")
-    checkpoint.save_text(df.to_markdown(index=False) + "\n", Path(folder) / f"{name}.md")
+    if readable:
+        checkpoint.save_text(df.to_markdown(index=False) + "\n", Path(folder) / f"{name}.md")
     return Path(folder) / f"{name}.csv"
 
 
@@ -185,13 +187,17 @@ def update_section(path: Path, name: str, markdown: str) -> str:
     return new
 
 
+LEAD = ("verdict", "headline")
+"""REPORT.md's sections that come first: the answer at a glance, then the headline."""
+
+
 def write_report(text: str, path: Path) -> str:
     """Write ``REPORT.md`` with ``text``, keeping every marked section of the existing file;
-    the ``headline`` section leads, right after the title."""
+    the :data:`LEAD` sections lead, in that order, right after the title."""
     old = Path(path).read_text() if Path(path).exists() else ""
     found = list(re.finditer(r"<!-- (\w+):start -->\n.*?<!-- \1:end -->\n?", old, re.S))
-    lead = "".join("\n" + m.group(0).rstrip() + "\n" for m in found if m.group(1) == "headline")
-    kept = "".join("\n" + m.group(0).rstrip() + "\n" for m in found if m.group(1) != "headline")
+    lead = "".join("\n" + m.group(0).rstrip() + "\n" for name in LEAD for m in found if m.group(1) == name)
+    kept = "".join("\n" + m.group(0).rstrip() + "\n" for m in found if m.group(1) not in LEAD)
     title, _, rest = text.rstrip().partition("\n")
     new = title + "\n" + lead + rest + "\n" + kept
     checkpoint.save_text(new, path)

@@ -5,7 +5,8 @@ one whose **validation** accuracy, averaged over seeds, is at most ``max_drop`` 
 the baseline's validation accuracy; the table then reports the **test** accuracy at that point
 (n, mean, standard deviation) and its drop against the baseline's test accuracy. LRP against
 every other criterion: the paired difference in test accuracy (paired by seed) with its 95 %
-Student-t interval, at every point both ran.
+Student-t interval, at every point both ran, and its p-value after Holm's correction over the
+whole table (the family the prose reads): a difference is called resolved only when that survives.
 """
 from __future__ import annotations
 
@@ -23,7 +24,10 @@ POINT = ["point", "weight_bits"]
 """What one point of a route is: the fraction of filters or the sparsity, and the weight grid
 (32: float32; 8: int8; fewer: int8 weights on a narrower grid, size and combined routes)."""
 SCHEDULE_COLUMNS = ["criterion", "fraction", "n", "oneshot_test", "iterative_test", "iterative_minus_oneshot", "low",
-                    "high", "resolved", "oneshot_params", "iterative_params", "oneshot_flops", "iterative_flops"]
+                    "high", "resolved", "p", "p_holm", "resolved_holm", "oneshot_params", "iterative_params",
+                    "oneshot_flops", "iterative_flops"]
+PAIRED_COLUMNS = ["route", "point", "weight_bits", "criterion", "n", "mean", "std", "low", "high", "half_width",
+                  "resolved", "p", "seeds_needed", "p_holm", "resolved_holm"]
 TARGETS = {"size": 12.0, "compute": 2.5}   # compression within 1 point (file size; parameters)
 FLOPS_TARGET = 1.5                           # compute route: FLOPs reduction within 1 point
 
@@ -75,7 +79,8 @@ def table(rows: pd.DataFrame, baseline_val: float, baseline_test: float, max_dro
 
 def paired(rows: pd.DataFrame, reference: str = "lrp", confidence: float = 0.95) -> pd.DataFrame:
     """``reference`` minus each other criterion, test accuracy, paired by seed, at every route
-    and point where both finished; the seeds a ±0.5-point interval would need."""
+    and point where both finished; the seeds a ±0.5-point interval would need; the t-test's p
+    and its Holm adjustment over every row (:func:`stats.with_holm`)."""
     ok = finished(rows)
     out = []
     for (route, point, bits), g in ok.groupby(["route", *POINT], sort=False):
@@ -89,7 +94,7 @@ def paired(rows: pd.DataFrame, reference: str = "lrp", confidence: float = 0.95)
             d = stats.paired_difference(both[reference], both[other], confidence)
             out.append({"route": route, "point": point, "weight_bits": bits, "criterion": other, **d,
                         "seeds_needed": stats.seeds_needed(d["std"]) if len(both) > 1 else float("nan")})
-    return pd.DataFrame(out)
+    return stats.with_holm(pd.DataFrame(out, columns=PAIRED_COLUMNS[:-2]))
 
 
 def per_point(rows: pd.DataFrame) -> pd.DataFrame:
@@ -170,11 +175,9 @@ def _pair_sentences(pairs: pd.DataFrame, head: pd.DataFrame) -> list[str]:
         return ["No paired comparison: LRP did not finish beside another criterion."]
     lines = []
     for route, g in pairs.groupby("route", sort=False):
-        res = g[g["resolved"]]
         lines.append(f"{route} route, LRP minus each criterion (test accuracy, paired by seed, 95 % interval): "
                      + "; ".join(f"{r.criterion} at {_at(r)}: {r.mean:+.2f} [{r.low:+.2f}, {r.high:+.2f}]"
-                                 for r in g.itertuples()) + ". Resolved: "
-                     + (", ".join(f"{r.criterion} at {_at(r)}" for r in res.itertuples()) or "none") + ".")
+                                 for r in g.itertuples()) + ". " + _resolved_words(g, len(pairs)))
         wide = g[g["half_width"] > 0.5]
         if len(wide):
             lines.append(f"{route} route: intervals wider than ±0.5 points would need about "
@@ -183,9 +186,23 @@ def _pair_sentences(pairs: pd.DataFrame, head: pd.DataFrame) -> list[str]:
     return lines
 
 
+def _resolved_words(g: pd.DataFrame, family: int) -> str:
+    """Which differences are resolved after Holm's correction over ``family`` comparisons, and
+    which only read alone (95 % interval excluding zero) and so are not."""
+    held = g[g["resolved_holm"].astype(bool)]
+    alone = g[g["resolved"].astype(bool) & ~g["resolved_holm"].astype(bool)]
+    out = (f"Resolved after Holm's correction over the {family} comparisons: "
+           + (", ".join(f"{r.criterion} at {_at(r)}" for r in held.itertuples()) or "none") + ".")
+    if len(alone):
+        out += (" Resolved read alone but not after the correction: "
+                + ", ".join(f"{r.criterion} at {_at(r)} (adjusted p {r.p_holm:.2f})" for r in alone.itertuples()) + ".")
+    return out
+
+
 def section(head: pd.DataFrame, pairs: pd.DataFrame, lines: list[str], base: dict, p) -> str:
     """REPORT.md's headline section (notebook 06 writes it; the README block leads with it)."""
-    cols = ["route", "point", "weight_bits", "criterion", "n", "mean", "low", "high", "resolved", "seeds_needed"]
+    cols = ["route", "point", "weight_bits", "criterion", "n", "mean", "low", "high", "resolved", "p_holm",
+            "resolved_holm", "seeds_needed"]
     return "\n".join([
         f"## Headline: the largest compression {within(p.headline_max_drop)} of the baseline", "",
         f"Baseline {p.arch} (width {p.width:g}): test accuracy {base['test_acc']:.2f} %, "
@@ -199,7 +216,8 @@ def section(head: pd.DataFrame, pairs: pd.DataFrame, lines: list[str], base: dic
         f"A dash: no point tried stays {within(p.headline_max_drop)}.",
         "", tables.markdown(head), "",
         "![accuracy against compression, per route](headline.png)", "",
-        "LRP minus each criterion, test accuracy, paired by seed (95 % interval):", "",
+        "LRP minus each criterion, test accuracy, paired by seed (95 % interval, read alone; `p_holm`: the "
+        "p-value after Holm's correction over every row, which decides `resolved_holm`):", "",
         tables.markdown(pairs.reindex(columns=cols)) if len(pairs) else "(none)", "",
         *[f"- {line}" for line in lines]])
 
@@ -231,10 +249,11 @@ def schedules(rows: pd.DataFrame, iterative: pd.DataFrame, fraction: float) -> p
         out.append({"criterion": name, "fraction": fraction, "n": d["n"],
                     "oneshot_test": both["test_acc_one"].mean(), "iterative_test": both["test_acc_it"].mean(),
                     "iterative_minus_oneshot": d["mean"], "low": d["low"], "high": d["high"],
-                    "resolved": d["resolved"], "oneshot_params": both["parameters_one"].mean(),
+                    "resolved": d["resolved"], "p": d["p"], "oneshot_params": both["parameters_one"].mean(),
                     "iterative_params": both["parameters_it"].mean(), "oneshot_flops": both["flops_one"].mean(),
                     "iterative_flops": both["flops_it"].mean()})
-    return pd.DataFrame(out, columns=SCHEDULE_COLUMNS)
+    table = pd.DataFrame(out, columns=SCHEDULE_COLUMNS).drop(columns=["p_holm", "resolved_holm"])
+    return stats.with_holm(table).reindex(columns=SCHEDULE_COLUMNS)
 
 
 def schedules_sentence(table: pd.DataFrame, steps: int, n_steps: int) -> str:
@@ -245,7 +264,7 @@ def schedules_sentence(table: pd.DataFrame, steps: int, n_steps: int) -> str:
         return "One-shot against iterative: no pair finished."
     parts = "; ".join(f"{r.criterion} {r.iterative_minus_oneshot:+.2f} [{r.low:+.2f}, {r.high:+.2f}]"
                       if r.n > 0 else f"{r.criterion} no pair finished" for r in table.itertuples())
-    won = done[done["resolved"].astype(bool)]
+    won = done[done["resolved_holm"].astype(bool)]
     wins = ", ".join(f"{r.criterion} ({'iterative' if r.iterative_minus_oneshot > 0 else 'one-shot'})"
                      for r in won.itertuples()) or "none"
     params = "; ".join(f"{r.criterion} {r.iterative_params / r.oneshot_params:.2f}x the parameters and "
@@ -253,7 +272,8 @@ def schedules_sentence(table: pd.DataFrame, steps: int, n_steps: int) -> str:
     return (f"One-shot against iterative at {table['fraction'].iloc[0]:.0%} of the filters, equal budget "
             f"({steps} optimizer steps; iterative spends them in {n_steps} rounds of about {steps // n_steps}, "
             f"rescoring before each, so the last network it ends with gets only that share): iterative minus one-shot, "
-            f"test accuracy, paired by seed (95 % interval): {parts}. Resolved: {wins}. The iterative networks keep "
+            f"test accuracy, paired by seed (95 % interval): {parts}. Resolved after Holm's correction over "
+            f"{len(done)} criteria: {wins}. The iterative networks keep "
             f"{params} of the one-shot ones (rescoring after each round moves the allocation between layers).")
 
 

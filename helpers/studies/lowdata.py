@@ -7,8 +7,10 @@ baseline with every criterion (LRP with every composite) on reference sets of a 
 each drawn with several seeds, prunes it without fine-tuning (structured, global allocation;
 unstructured, global) and measures validation accuracy as pruned and after BatchNorm
 recalibration. A small search picks a per-depth rule assignment on one half of the
-validation split; every criterion is compared on the other half; the test split is read once,
-for the searched composite.
+validation split; every criterion is compared on a screen of the other half, and every pruned
+network is scored again on a larger, disjoint set of that half (the confirmation: per-image
+hits, so its intervals carry the images' sampling error as well as the seeds'); the test split
+is read once, for the searched composite.
 
 Reference images come from the training split (never the test split); their count per class
 is bounded by the validation split's, the largest held-out set a user would have.
@@ -20,6 +22,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, replace
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -30,7 +33,7 @@ from ..reporting import tables
 from ..methods.criteria import compute_scores, nested_scores
 from ..core.data import Data, Split, batches, class_balanced_sample, stratified_split
 from ..methods.scores import fingerprint
-from ..methods.training import evaluate
+from ..methods.training import evaluate, hits
 
 OTHERS = vocabulary.OTHER_CRITERIA
 SEED_FREE = ("weight",)          # one score set, whatever the seed and reference size
@@ -60,6 +63,7 @@ class Study:
     others: tuple
     eval_per_class: int
     recal_batches: int
+    confirm_per_class: int = 0
 
     def key(self, model: nn.Module) -> str:
         """A short hash of the model and every setting: saved blocks are reused only by the same study."""
@@ -81,7 +85,7 @@ def make_study(p: config.Profile, composite_names: list[str], others: list[str])
         check_ref_size(r, p.val_per_class)
     return Study(tuple(p.lowdata_ref_sizes), tuple(range(p.lowdata_seeds)), tuple(p.lowdata_fractions),
                  tuple(p.lowdata_sparsities), tuple(composite_names), tuple(others),
-                 p.lowdata_eval_per_class, p.lowdata_recal_batches)
+                 p.lowdata_eval_per_class, p.lowdata_recal_batches, p.lowdata_confirm_per_class)
 
 
 def check_ref_size(per_class, val_per_class: int) -> None:
@@ -109,6 +113,22 @@ def validation_halves(d: Data, p: config.Profile, per_class: int) -> tuple[Split
     return class_balanced_sample(search, per_class, p.seed), class_balanced_sample(compare, per_class, p.seed)
 
 
+def confirmation_split(d: Data, p: config.Profile) -> Split | None:
+    """``p.lowdata_confirm_per_class`` images of every class from the comparison half of the
+    validation split, none of them in the screen (:func:`validation_halves`' second set); None
+    when the profile asks for no confirmation."""
+    n, screen, half = p.lowdata_confirm_per_class, p.lowdata_eval_per_class, p.val_per_class // 2
+    if n == 0:
+        return None
+    if not 1 <= n <= half - screen:
+        raise StudyError(f"lowdata_confirm_per_class must lie in 0..{half - screen} (the comparison half's "
+                         f"{half} images per class less the screen's {screen}), got {n}")
+    _, b = stratified_split(d.val.y, half, p.seed)
+    compare = Split(d.val.x[b], d.val.y[b])
+    rest, _ = stratified_split(compare.y, screen, p.seed)  # the held-out part is the screen's draw
+    return class_balanced_sample(Split(compare.x[rest], compare.y[rest]), n, p.seed)
+
+
 def recal_batches(d: Data, p: config.Profile, n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """``n`` augmented training batches, drawn once: every BatchNorm recalibration sees the same."""
     g = torch.Generator().manual_seed(p.seed)
@@ -117,31 +137,53 @@ def recal_batches(d: Data, p: config.Profile, n: int) -> list[tuple[torch.Tensor
 
 
 # ----------------------------------------------------------------------------- measuring
-def _accuracies(kind: str, fraction: float, pruned: nn.Module, ev: Split, recal: list, p) -> list[dict]:
+def _accuracies(kind: str, fraction: float, pruned: nn.Module, ev: Split, recal: list, p,
+                confirm: Split | None = None) -> list[dict]:
     """Accuracy of ``pruned`` on ``ev`` as pruned and, when batches are given, after BatchNorm
-    recalibration on them. The pruned copy runs channels-last (measured 25-40 % faster here
-    on these fresh, small networks; the same model, its sums taken in another order)."""
+    recalibration on them; with ``confirm``, also its accuracy there and which of its images it
+    got right (``confirm_hits``, :func:`pack_hits`). The pruned copy runs channels-last
+    (measured 25-40 % faster here on these fresh, small networks; the same model, its sums
+    taken in another order)."""
     pruned = pruned.to(memory_format=torch.channels_last)
-    rows = [{"kind": kind, "fraction": fraction, "bn_recalibrated": False,
-             "val_acc": evaluate(pruned, ev, p.eval_batch_size, p.input_size)["acc"]}]
+
+    def measure(bn: bool) -> dict:
+        row = {"kind": kind, "fraction": fraction, "bn_recalibrated": bn,
+               "val_acc": evaluate(pruned, ev, p.eval_batch_size, p.input_size)["acc"]}
+        if confirm is not None:
+            start = time.perf_counter()
+            right = hits(pruned, confirm, p.eval_batch_size, p.input_size)
+            row.update(confirm_acc=100.0 * float(right.float().mean()), confirm_hits=pack_hits(right),
+                       confirm_s=time.perf_counter() - start)
+        return row
+
+    rows = [measure(False)]
     if recal:
         pruning.recalibrate_batchnorm(pruned, iter(recal), len(recal))
-        rows.append({**rows[0], "bn_recalibrated": True,
-                     "val_acc": evaluate(pruned, ev, p.eval_batch_size, p.input_size)["acc"]})
+        rows.append(measure(True))
     return rows
 
 
+def pack_hits(right: torch.Tensor) -> str:
+    """A bool vector as hexadecimal text, eight images to a byte (kept in a CSV cell)."""
+    return np.packbits(right.numpy().astype(bool)).tobytes().hex()
+
+
+def unpack_hits(text: str, n: int) -> np.ndarray:
+    """Inverse of :func:`pack_hits` for a vector of ``n`` images."""
+    return np.unpackbits(np.frombuffer(bytes.fromhex(text), dtype=np.uint8))[:n].astype(bool)
+
+
 def curves(model: nn.Module, s: dict, ev: Split, recal: list, p: config.Profile,
-           fractions, sparsities) -> list[dict]:
+           fractions, sparsities, confirm: Split | None = None) -> list[dict]:
     """Accuracy without fine-tuning at every fraction of filters (global allocation) and every
-    unstructured sparsity, pruned by scores ``s``."""
+    unstructured sparsity, pruned by scores ``s`` (and on ``confirm`` too, when given)."""
     rows = []
     for f in fractions:
         counts = pruning.allocation_counts(model, "global", s["filter"], f)
         rows += _accuracies("structured", f, pruning.prune_filters(model, s["filter"], counts, p.input_size),
-                            ev, recal, p)
+                            ev, recal, p, confirm)
     for sp in sparsities:
-        rows += _accuracies("unstructured", sp, pruning.unstructured_prune(model, s, sp), ev, recal, p)
+        rows += _accuracies("unstructured", sp, pruning.unstructured_prune(model, s, sp), ev, recal, p, confirm)
     return rows
 
 
@@ -197,12 +239,13 @@ def seed_scores(model, d: Data, study: Study, p, seed: int) -> list[tuple[int, d
     return out
 
 
-def run_block(model, d: Data, study: Study, ev: Split, recal: list, p, seed: int) -> pd.DataFrame:
+def run_block(model, d: Data, study: Study, ev: Split, recal: list, p, seed: int,
+              confirm: Split | None = None) -> pd.DataFrame:
     """Every score set of one seed, then its accuracy curves; a duplicate composite's rows are
     its twin's (the same scores give the same pruned networks)."""
     rows = []
     for ref_size, s in seed_scores(model, d, study, p, seed):
-        for r in curves(model, s, ev, recal, p, study.fractions, study.sparsities):
+        for r in curves(model, s, ev, recal, p, study.fractions, study.sparsities, confirm):
             rows.append({"criterion": s["criterion"], "composite": s["composite"], "ref_per_class": ref_size,
                          "seed": seed, "score_seconds": s["seconds"], **r})
     block = pd.DataFrame(rows)
@@ -211,19 +254,24 @@ def run_block(model, d: Data, study: Study, ev: Split, recal: list, p, seed: int
     return pd.concat([block, *twins], ignore_index=True)
 
 
-def run(model: nn.Module, d: Data, study: Study, ev: Split, recal: list, p: config.Profile) -> pd.DataFrame:
+def run(model: nn.Module, d: Data, study: Study, ev: Split, recal: list, p: config.Profile,
+        confirm: Split | None = None) -> pd.DataFrame:
     """The whole grid, one saved block per seed under ``artifacts/<profile>/lowdata/<key>/``: an
     interrupted run resumes where it stopped, and only a study with the same model and
     settings reuses a block. Reference-free criteria (weight, random) are measured once and
-    repeated at every reference size."""
+    repeated at every reference size. With ``confirm`` (:func:`confirmation_split`, of the
+    study's ``confirm_per_class``) every pruned network is also scored there."""
+    if (confirm is None) != (study.confirm_per_class == 0):
+        raise StudyError(f"the study confirms on {study.confirm_per_class} image(s) per class, but "
+                         f"{'no' if confirm is None else 'a'} confirmation split was given")
     folder = artifacts.lowdata(p).path / study.key(model)
     blocks = []
     for seed in progress.steps(study.seeds, "low-data study, seed"):
         path = folder / f"seed{seed}.csv"
         if not path.exists():
-            block = run_block(model, d, study, ev, recal, p, seed)
+            block = run_block(model, d, study, ev, recal, p, seed, confirm)
             checkpoint.atomic_write(path, lambda tmp: block.to_csv(tmp, index=False))
-        blocks.append(pd.read_csv(path, keep_default_na=False))
+        blocks.append(pd.read_csv(path, keep_default_na=False, dtype={"confirm_hits": str}))  # hex, not numbers
     return _repeat_reference_free(pd.concat(blocks, ignore_index=True), study)
 
 
@@ -303,8 +351,99 @@ def paired(aucs: pd.DataFrame) -> pd.DataFrame:
                 common = by[a].index.intersection(other.index)
                 d = stats.paired_difference(by[a][common], other[common])
                 rows.append({"kind": kind, "bn_recalibrated": bn, "ref_per_class": r, "lrp": a, "other": b,
-                             **{k: d[k] for k in ("n", "mean", "low", "high", "resolved")}})
-    return pd.DataFrame(rows).rename(columns={"mean": "diff_mean", "low": "diff_low", "high": "diff_high"})
+                             **{k: d[k] for k in ("n", "mean", "low", "high", "resolved", "p")}})
+    out = pd.DataFrame(rows).rename(columns={"mean": "diff_mean", "low": "diff_low", "high": "diff_high"})
+    return stats.with_holm(out)
+
+
+CONFIRMED_OTHERS = ("weight", "taylor", "gradient")
+"""The criteria the confirmation compares LRP with (the control, random, is not a contender)."""
+SEARCHED = "lrp (searched)"
+
+
+def trapezoid_weights(x) -> np.ndarray:
+    """Weights w with sum(w * y) == :func:`stats.auc` (x, y) for every y (x sorted ascending)."""
+    x = np.asarray(x, dtype=float)
+    gaps = np.diff(x) / 2
+    return (np.concatenate([gaps, [0.0]]) + np.concatenate([[0.0], gaps])) / (x[-1] - x[0])
+
+
+def best_stock(summary: pd.DataFrame, kind: str, bn: bool, ref: int) -> str:
+    """The stock LRP composite (not the searched one) with the largest mean screen AUC in a setting."""
+    s = summary[(summary["kind"] == kind) & (summary["bn_recalibrated"] == bn) & (summary["ref_per_class"] == ref)
+                & summary["label"].str.startswith("lrp (") & (summary["label"] != SEARCHED)]
+    return s.loc[s["auc_mean"].idxmax(), "label"]
+
+
+def _hits(rows: pd.DataFrame, label: str, seeds, fractions, n: int) -> np.ndarray:
+    """(seeds, fractions, images) hits of one criterion in one setting; a seed-free criterion's
+    one seed serves every seed."""
+    out = np.zeros((len(seeds), len(fractions), n), dtype=bool)
+    g = rows[rows["label"] == label].set_index(["seed", "fraction"])["confirm_hits"]
+    own = set(g.index.get_level_values(0))
+    for i, seed in enumerate(seeds):
+        use = seed if seed in own else min(own)
+        for j, f in enumerate(fractions):
+            out[i, j] = unpack_hits(g.loc[(use, f)], n)
+    return out
+
+
+def confirmation(rows: pd.DataFrame, summary: pd.DataFrame, pairs: pd.DataFrame, n_images: int,
+                 n_boot: int = 4000, seed: int = 0) -> pd.DataFrame:
+    """The comparisons the prose states, measured again on the confirmation images: in every
+    setting (kind, recalibration, reference size), the best stock LRP composite on the screen
+    and the searched one against each of :data:`CONFIRMED_OTHERS`. The difference is the AUC's
+    (points), from per-image hits, with a bootstrap over seeds and images together
+    (:func:`stats.two_way_bootstrap`) and Holm's correction over every row; beside it, the
+    screen's paired interval on its fewer images, for the width the confirmation buys."""
+    out = []
+    for (kind, bn, ref), g in rows.groupby(["kind", "bn_recalibrated", "ref_per_class"], sort=False):
+        seeds = sorted(g.loc[g["label"].str.startswith("lrp"), "seed"].unique())
+        fractions = sorted(g["fraction"].unique())
+        w = trapezoid_weights(fractions)
+        others = [o for o in CONFIRMED_OTHERS if o in set(g["label"])]
+        lrps = list(dict.fromkeys([best_stock(summary, kind, bn, ref),
+                                   *([SEARCHED] if SEARCHED in set(g["label"]) else [])]))
+        for a in lrps:
+            ha = _hits(g, a, seeds, fractions, n_images)
+            for b in others:
+                d = 100.0 * np.einsum("f,sfn->sn", w, ha.astype(float) - _hits(g, b, seeds, fractions, n_images))
+                boot = stats.two_way_bootstrap(d, n_boot=n_boot, seed=seed)
+                screen = pairs[(pairs["kind"] == kind) & (pairs["bn_recalibrated"] == bn)
+                               & (pairs["ref_per_class"] == ref) & (pairs["lrp"] == a) & (pairs["other"] == b)]
+                out.append({"kind": kind, "bn_recalibrated": bn, "ref_per_class": ref, "lrp": a, "other": b,
+                            **{k: boot[k] for k in ("n_seeds", "n_images")}, "diff_mean": boot["mean"],
+                            "diff_low": boot["low"], "diff_high": boot["high"], "p": boot["p"],
+                            "half_width": (boot["high"] - boot["low"]) / 2,
+                            "screen_diff_mean": screen["diff_mean"].iloc[0] if len(screen) else np.nan,
+                            "screen_half_width": ((screen["diff_high"] - screen["diff_low"]) / 2).iloc[0]
+                            if len(screen) else np.nan})
+    table = stats.with_holm(pd.DataFrame(out))
+    return table.assign(verdict=[verdict(m, r) for m, r in zip(table["diff_mean"], table["resolved_holm"])])
+
+
+def verdict(diff: float, resolved: bool) -> str:
+    """``ahead``, ``behind`` or ``tied``: the sign of a difference that survives the correction."""
+    return "tied" if not resolved else ("ahead" if diff > 0 else "behind")
+
+
+def hits_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """Every pruned network's per-image hits on the confirmation images (one hexadecimal string
+    of bits per row, :func:`pack_hits`), with its keys: what the confirmation's intervals are
+    computed from, committed so that they can be recomputed."""
+    keys = ["kind", "bn_recalibrated", "criterion", "composite", "ref_per_class", "seed", "fraction"]
+    first = rows["ref_per_class"] == rows["ref_per_class"].min()
+    seen = rows[~rows["criterion"].isin(REF_FREE) | first]  # reference-free ones are repeated per size
+    return seen[[*keys, "confirm_acc", "confirm_s", "confirm_hits"]].reset_index(drop=True)
+
+
+def charge_confirmation(timer: "Timer", rows: pd.DataFrame) -> None:
+    """Move the seconds the study spent on the confirmation images (recorded per row, when the
+    block was computed) from the timer's ``study`` part to its ``confirmation`` part: what the
+    confirmation costs, for the cost table."""
+    seconds = float(hits_table(rows)["confirm_s"].sum())
+    timer.parts["study"] = max(0.0, timer.parts.get("study", 0.0) - seconds)  # resumed blocks cost nothing now
+    timer.parts["confirmation"] = timer.parts.get("confirmation", 0.0) + seconds
 
 
 def lrp_for_conclusions(labels) -> str:
@@ -325,13 +464,65 @@ def conclusions(summary: pd.DataFrame, pairs: pd.DataFrame) -> list[str]:
             oth = g[~g["label"].str.startswith("lrp")].sort_values("auc_mean").iloc[-1]["label"]
             d = pairs[(pairs["kind"] == kind) & (pairs["bn_recalibrated"] == bn) & (pairs["ref_per_class"] == r)
                       & (pairs["lrp"] == lrp) & (pairs["other"] == oth)].iloc[0]
-            verdict = "resolved" if d["resolved"] else "not resolved"
+            verdict = "resolved" if d["resolved_holm"] else "not resolved"
             ahead = "ahead of" if d["diff_mean"] > 0 else "behind"
             parts.append(f"{r}/class: {ahead} {oth} by {d['diff_mean']:+.2f} points "
                          f"[{d['diff_low']:+.2f}, {d['diff_high']:+.2f}], {verdict}")
         out.append(f"**{kind}, {where}** — {lrp} against the strongest other criterion (AUC, paired by "
-                   f"seed, 95 % interval): " + "; ".join(parts) + ".")
+                   f"seed, 95 % interval; resolved: after Holm's correction over the table's {len(pairs)} "
+                   f"comparisons): " + "; ".join(parts) + ".")
     return out
+
+
+def confirmed_conclusions(confirm: pd.DataFrame) -> list[str]:
+    """Sentences from the confirmation: per kind and recalibration, at every reference size, the
+    best stock LRP composite's and the searched rule's verdict against each other criterion
+    (difference and interval on the confirmation images; the verdict after Holm's correction)."""
+    n, m = int(confirm["n_images"].iloc[0]), len(confirm)
+    out = []
+    for (kind, bn), s in confirm.groupby(["kind", "bn_recalibrated"], sort=False):
+        where = "after BatchNorm recalibration" if bn else "as pruned"
+        parts = []
+        for r, g in s.groupby("ref_per_class"):
+            best = g[g["lrp"] != SEARCHED]
+            w = best[best["other"] == "weight"].iloc[0] if (best["other"] == "weight").any() else best.iloc[0]
+            rest = ", ".join(f"{x.verdict} {x.other}" for x in best.itertuples() if x.other != w["other"])
+            searched = g[g["lrp"] == SEARCHED]
+            parts.append(f"{r}/class: `{w['lrp']}` {w['verdict']} {w['other']} ({w['diff_mean']:+.2f} "
+                         f"[{w['diff_low']:+.2f}, {w['diff_high']:+.2f}])" + (f", {rest}" if rest else "")
+                         + ("; searched rule: " + ", ".join(f"{x.verdict} {x.other}" for x in searched.itertuples())
+                            if len(searched) else ""))
+        out.append(f"**{kind}, {where}**, confirmed on {n:,} images: " + "; ".join(parts) + ".")
+    out.append(f"Each verdict is the AUC difference's after Holm's correction over the {m} comparisons "
+               "(bootstrap over seeds and images together); the best stock composite in each setting is the one "
+               "with the largest AUC on the screen.")
+    return out
+
+
+def search_sentence(summary: pd.DataFrame, search_table: pd.DataFrame, p: config.Profile) -> str:
+    """Whether the searched rule beat the best stock composite on the comparison half's screen,
+    and what of the search's design may explain it when it did not."""
+    lrp = summary[summary["label"].str.startswith("lrp (")]
+    wins, total = 0, 0
+    for (kind, bn, ref), g in lrp.groupby(["kind", "bn_recalibrated", "ref_per_class"]):
+        mean = g.set_index("label")["auc_mean"]
+        if SEARCHED in mean and len(mean) > 1:
+            total += 1
+            wins += bool(mean[SEARCHED] > mean.drop(SEARCHED).max())
+    if total == 0:
+        return "No rule search was compared."
+    span = int(np.prod([len(c) for c in SEARCH_CANDIDATES.values()]))
+    head = (f"The searched rule beat the best stock composite on the comparison half's screen in {wins} of "
+            f"{total} settings.")
+    if wins * 2 > total:
+        return head
+    return head + (
+        f" The search did not help, and its design may explain why: it scored {len(search_table)} of the {span} "
+        f"rule assignments its candidates span (greedy, one depth group at a time from ε everywhere), each on "
+        f"{100 * p.lowdata_eval_per_class} images of the search half, {min(2, p.lowdata_seeds)} seed(s) of "
+        f"{p.ref_per_class} images per "
+        "class, structured and as pruned only, so its choice carries the screen's sampling error and never "
+        "saw the other settings; and its candidates hold no α-β rule.")
 
 
 def relevance_timing(model: nn.Module, ref: Split, composite_names, p: config.Profile) -> pd.DataFrame:
@@ -381,11 +572,20 @@ def with_composite(study: Study, composite: str) -> Study:
     return replace(study, composites=(*study.composites, composite))
 
 
+def study_conclusions(summary: pd.DataFrame, pairs: pd.DataFrame, confirm: pd.DataFrame | None,
+                      search_line: str = "") -> list[str]:
+    """The confirmed sentences when the study confirmed its screen, else the screen's; then
+    what the rule search achieved."""
+    main = confirmed_conclusions(confirm) if confirm is not None and len(confirm) else conclusions(summary, pairs)
+    return main + ([search_line] if search_line else [])
+
+
 def findings_markdown(summary: pd.DataFrame, pairs: pd.DataFrame, searched: str, test: dict,
-                      timing: pd.DataFrame, cost: pd.DataFrame) -> str:
+                      timing: pd.DataFrame, cost: pd.DataFrame, confirm: pd.DataFrame | None = None,
+                      search_line: str = "") -> str:
     """The notebook's closing section, written from its own numbers."""
     slow = timing[timing["x_gradient"] > 2]
-    lines = ["## What this shows", ""] + [f"- {c}" for c in conclusions(summary, pairs)] + [
+    lines = ["## What this shows", ""] + [f"- {c}" for c in study_conclusions(summary, pairs, confirm, search_line)] + [
         f"- The rule search (on the other validation half) chose `{searched}`; its structured AUC on the "
         f"test split, {test['ref_per_class']} image(s) per class, is {test['test_auc_mean']:.2f} "
         f"± {test['test_auc_std']:.2f} % over {test['n_seeds']} seeds (the only reading of the test split here).",
@@ -398,6 +598,24 @@ def findings_markdown(summary: pd.DataFrame, pairs: pd.DataFrame, searched: str,
     return "\n".join(lines)
 
 
+def confirm_pivot(confirm: pd.DataFrame) -> pd.DataFrame:
+    """The confirmation as one cell per comparison and reference size: ``+0.74 [+0.10, +1.40] ahead``."""
+    cells = confirm.assign(diff=[f"{m:+.2f} [{lo:+.2f}, {hi:+.2f}] {v}" for m, lo, hi, v in
+                                 zip(confirm["diff_mean"], confirm["diff_low"], confirm["diff_high"],
+                                     confirm["verdict"])])
+    wide = cells.pivot_table(index=["kind", "bn_recalibrated", "lrp", "other"], columns="ref_per_class",
+                             values="diff", aggfunc="first", sort=False)
+    wide.columns = [f"{c}/class" for c in wide.columns]
+    return wide.reset_index()
+
+
+def width_sentence(confirm: pd.DataFrame) -> str:
+    """What the confirmation buys: its intervals' median half-width against the screen's."""
+    return (f"On {int(confirm['n_images'].iloc[0]):,} confirmation images the intervals' median half-width is "
+            f"{confirm['half_width'].median():.2f} points, against {confirm['screen_half_width'].median():.2f} on "
+            "the screen's images (whose interval carried only the seeds' spread).")
+
+
 def auc_pivot(summary: pd.DataFrame, kind: str, bn: bool) -> pd.DataFrame:
     """AUC mean ± std (%) per criterion (rows) and reference size (columns)."""
     s = summary[(summary["kind"] == kind) & (summary["bn_recalibrated"] == bn)]
@@ -408,7 +626,8 @@ def auc_pivot(summary: pd.DataFrame, kind: str, bn: bool) -> pd.DataFrame:
 
 
 def report_section(summary: pd.DataFrame, pairs: pd.DataFrame, searched: str, test: dict,
-                   timing: pd.DataFrame, cost: pd.DataFrame, baseline: dict) -> str:
+                   timing: pd.DataFrame, cost: pd.DataFrame, baseline: dict,
+                   confirm: pd.DataFrame | None = None, search_line: str = "") -> str:
     """The study's section of ``REPORT.md`` (and, through it, of the README); ``baseline`` is
     the metrics saved with the baseline model the study pruned."""
     n = int(summary["n_seeds"].max())
@@ -416,14 +635,19 @@ def report_section(summary: pd.DataFrame, pairs: pd.DataFrame, searched: str, te
              f"Pruned baseline: test accuracy {baseline['test_acc']:.2f} %, {int(baseline['parameters']):,} "
              f"parameters. AUC = mean validation accuracy (%) over the swept fractions, mean ± std over {n} seeds "
              "(reference images drawn from the training split; accuracy on a fixed half of the "
-             "validation split). Full tables: `lowdata_auc.csv`, `lowdata_paired.csv`, `lowdata.csv`.", ""]
-    lines += [f"- {c}" for c in conclusions(summary, pairs)] + [
+             "validation split). Full tables: `lowdata_auc.csv`, `lowdata_paired.csv`, `lowdata.csv`; the "
+             "confirmation: `lowdata_confirm.csv`, from the per-image hits in `lowdata_confirm_hits.csv`.", ""]
+    lines += [f"- {c}" for c in study_conclusions(summary, pairs, confirm, search_line)] + [
         f"- Rule search (scored on the other validation half): `{searched}`; test-split AUC "
         f"(structured, as pruned, {test['ref_per_class']}/class): {test['test_auc_mean']:.2f} ± "
         f"{test['test_auc_std']:.2f} over {test['n_seeds']} seeds.",
         "- LRP time / gradient time on the same images: "
         + ", ".join(f"`{c}` {x:.2f}x" for c, x in zip(timing["composite"], timing["x_gradient"]))
         + f" (target ≤ 2x). The study took {cost.iloc[-1]['minutes']:.1f} minutes.", ""]
+    if confirm is not None and len(confirm):
+        lines += [width_sentence(confirm), "", "**The confirmation** (AUC difference LRP − other, points, "
+                  "[95 % bootstrap interval], verdict after Holm's correction), by reference images per class:", "",
+                  tables.markdown(confirm_pivot(confirm)), ""]
     for kind in ("structured", "unstructured"):
         for bn in (False, True):
             if ((summary["kind"] == kind) & (summary["bn_recalibrated"] == bn)).any():

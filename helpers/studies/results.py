@@ -13,6 +13,7 @@ from ..methods import criteria, pruning
 from ..reporting import report
 from ..reporting import findings as sentences
 from ..methods.training import load_artifact
+from .verdict import table as verdict_table
 
 REPORT_CLAIM = {"baseline_acc": 74.44, "baseline_loss": 1.055, "pruned_acc": 74.15,
                 "pruned_loss": 1.186, "size_before_MB": 527.8, "size_after_MB": 46.3}
@@ -23,7 +24,8 @@ def load_tables(p: config.Profile) -> dict[str, pd.DataFrame]:
     names = {"baseline_metrics": "01", "relevance_timing": "02", "relevance_benchmark": "02",
              "unstructured_sweep": "03",
              "structured_allocations": "04", "structured_sweep": "04", "structured_speed_benchmark": "04",
-             "finetune_recipe": "06", "headline": "06", "headline_paired": "06",
+             "lowdata_auc": "05", "lowdata_confirm": "05",
+             "finetune_recipe": "06", "headline": "06", "headline_paired": "06", "headline_points": "06",
              "finetune_results": "06",
              "quantization_results": "07", "quantization_targets": "07"}
     tables = {}
@@ -117,6 +119,12 @@ def findings(t: dict[str, pd.DataFrame]) -> list[str]:
     out.append(report.speed_finding(t["structured_speed_benchmark"]))
     out += sentences.quantization(t["quantization_targets"])[:1]
     return out
+
+
+def verdicts(t: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """:func:`verdict.table` from the saved tables of notebooks 05 and 06."""
+    return verdict_table(t["headline"], t["headline_points"], t["headline_paired"], t["lowdata_auc"],
+                         t["lowdata_confirm"])
 
 
 def findings_markdown(lines: list[str]) -> str:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 
-from ..core.vocabulary import ALLOCATIONS, CRITERIA
+from ..core.vocabulary import ALLOCATIONS, COMPOSITES, CRITERIA
 
 TAG = "nbval-shape"
 
@@ -28,6 +28,8 @@ def _names(names) -> str:
 
 # Each (pattern, replacement) is applied in order, on both the stored and the fresh output.
 PATTERNS = [
+    # stock LRP composites a setting picked (first: their names hold digits, masked next)
+    (re.compile(_names(COMPOSITES)), "<composite>"),
     # whole numbers: counts the trajectory chose (kept filters, parameters, seeds needed); a table's
     # True or False (resolved or not), and its dash for a missing value (no run finished there)
     (re.compile(r"\d+(?:,\d{3})*|\b(?:True|False)\b|(?<= )–(?= )"), "#"),

@@ -100,7 +100,7 @@ NOTEBOOKS: dict[str, dict[str, Rule]] = {
     "01_baseline_training": {
         **_PROFILE, "epochs": positive(int, **_OVERRIDE), "lr": positive(float, **_OVERRIDE),
         "batch_size": positive(int, **_OVERRIDE), "width": positive(float, **_OVERRIDE),
-        "seed": Rule(int, low=0, **_OVERRIDE), "weights_file": Rule(str)},
+        "seed": Rule(int, low=0, **_OVERRIDE), "weights_file": Rule(str), "retrain": Rule(bool)},
     "02_relevance": {
         **_PROFILE, "criteria_names": Rule(list, item=str, choices=_CRITERIA),
         "composite": Rule(str, choices=COMPOSITES), "ref_per_class": positive(int, optional=True),
