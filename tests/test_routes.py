@@ -51,6 +51,9 @@ def test_same_seed_gives_the_same_run_and_another_seed_another(trained, tmp_path
 
 def test_compute_route_removes_filters_and_resumes(trained, tmp_path, monkeypatch):
     p, d, model = trained
+    # six steps may leave 40 % fewer filters at chance on some CPU's smoke model; the collapse
+    # guard has its own tests, this one is about the network and resuming
+    monkeypatch.setattr(training, "check_diverged", lambda *a, **k: None)
     s = _scores(model, d, p, 0, tmp_path / "scores")["lrp"]
     row = routes.run("compute", "lrp", 0.4, 0, model, s, d, p, tmp_path, 6, model)
     assert row["status"] == "ok" and row["filters_removed"] == pytest.approx(0.4, abs=0.01)

@@ -15,7 +15,9 @@ The legacy ``torch.ao.quantization`` FX flow is deprecated in torch 2.14 and not
 """
 from __future__ import annotations
 
+
 import contextlib
+import hashlib
 import copy
 import dataclasses
 import itertools
@@ -363,12 +365,20 @@ def measure_variants(nets: dict[str, nn.Module], files: dict[str, int], split, p
     speed-ups hold even when its speed drifts between one variant and the next. ``kernels``
     (:func:`check_kernels`) adds its columns to the int8 variants' rows, and the compiled logits it
     computed on the same split are reused rather than computed again."""
-    same_split = kernels is not None and kernels.attrs.get("split_size") == len(split)
+    same_split = kernels is not None and kernels.attrs.get("split") == split_digest(split)
     known = kernels.attrs.get("logits", {}) if same_split else {}
     rows = [measure_variant(n, m, split, p, reference, files[n], known.get(n)) for n, m in nets.items()]
     latency = measure.latency_pairs(nets, p.input_size)
     table = pd.DataFrame([{**row, **latency[row["variant"]]} for row in rows])
     return table if kernels is None else table.merge(kernels, on="variant", how="left")
+
+
+def split_digest(split) -> str:
+    """A digest of a split's images and labels: which split some logits were computed on (two
+    splits of one size, validation and test, are told apart)."""
+    h = hashlib.sha256(split.x.contiguous().numpy().tobytes())
+    h.update(split.y.contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def check_kernels(pairs: dict[str, tuple[nn.Module, nn.Module]], split, p,
@@ -396,7 +406,7 @@ def check_kernels(pairs: dict[str, tuple[nn.Module, nn.Module]], split, p,
                 "overflow: quantize with reduce_range=True (quantization.needs_reduced_range(p)); otherwise set the "
                 "profile's compile_quantized to false to measure the reference graph")
     table = pd.DataFrame(rows)
-    table.attrs.update(logits=outs, split_size=len(split))
+    table.attrs.update(logits=outs, split=split_digest(split))
     return table
 
 
