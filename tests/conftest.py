@@ -69,3 +69,15 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if TRAINS & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture
+def no_collapse_guard(request, monkeypatch):
+    """Fine-tuning runs of a few steps on the smoke model may stay at chance on some CPU (its
+    training is chaotic); tests about routes, budgets and resuming use this to keep the NaN
+    check but not the collapse check (which has its own tests, marked ``collapse_guard``)."""
+    if request.node.get_closest_marker("collapse_guard"):
+        return
+    from helpers.methods import training
+    original = training.check_diverged
+    monkeypatch.setattr(training, "check_diverged", lambda name, epoch, loss, *a, **k: original(name, epoch, loss))

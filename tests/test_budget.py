@@ -11,6 +11,8 @@ from helpers.core import checkpoint, config
 from helpers.methods import finetune
 from helpers.studies import budget, recipe, routes
 
+pytestmark = pytest.mark.usefixtures("no_collapse_guard")
+
 
 def _rows():
     """One point, budgets 0.5 and 2, seeds 0 and 1, plus a diverged run that must not count."""

@@ -5,6 +5,8 @@ from helpers.core import data
 from helpers.methods import criteria, finetune, pruning
 from helpers.studies import recipe
 
+pytestmark = pytest.mark.usefixtures("no_collapse_guard")
+
 
 @pytest.fixture(scope="module")
 def trained(trained_smoke):

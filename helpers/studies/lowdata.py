@@ -357,7 +357,7 @@ def paired(aucs: pd.DataFrame) -> pd.DataFrame:
 
 
 CONFIRMED_OTHERS = ("weight", "taylor", "gradient")
-"""The criteria the confirmation compares LRP with (the control, random, is not a contender)."""
+"""The criteria the confirmation compares LRP with (random, the floor, is not a contender)."""
 SEARCHED = "lrp (searched)"
 
 
@@ -599,10 +599,14 @@ def findings_markdown(summary: pd.DataFrame, pairs: pd.DataFrame, searched: str,
 
 
 def confirm_pivot(confirm: pd.DataFrame) -> pd.DataFrame:
-    """The confirmation as one cell per comparison and reference size: ``+0.74 [+0.10, +1.40] ahead``."""
-    cells = confirm.assign(diff=[f"{m:+.2f} [{lo:+.2f}, {hi:+.2f}] {v}" for m, lo, hi, v in
-                                 zip(confirm["diff_mean"], confirm["diff_low"], confirm["diff_high"],
-                                     confirm["verdict"])])
+    """The confirmation as one cell per comparison and reference size, rows by LRP's role (the
+    best stock composite, which may differ from one size to the next, or the searched one):
+    ``+0.74 [+0.10, +1.40] ahead (epsilon)``."""
+    role = ["searched" if a == SEARCHED else "best stock" for a in confirm["lrp"]]
+    cells = confirm.assign(lrp=role, diff=[
+        f"{m:+.2f} [{lo:+.2f}, {hi:+.2f}] {v}" + ("" if a == SEARCHED else f" ({a[5:-1]})")
+        for m, lo, hi, v, a in zip(confirm["diff_mean"], confirm["diff_low"], confirm["diff_high"],
+                                   confirm["verdict"], confirm["lrp"])])
     wide = cells.pivot_table(index=["kind", "bn_recalibrated", "lrp", "other"], columns="ref_per_class",
                              values="diff", aggfunc="first", sort=False)
     wide.columns = [f"{c}/class" for c in wide.columns]
