@@ -35,6 +35,21 @@ def test_weights_keep_every_filter_and_scores_are_computed_once(ex, monkeypatch)
     assert calls == []  # cached
 
 
+def test_the_after_row_has_its_own_colour_scale_and_the_summary_states_the_relevance_change(ex):
+    v = explorer.view(ex, "weight", "epsilon_plus_flat", "global", "filters", 0.5)
+    v["after"] = ex.before / 1000  # pruned relevance far smaller: a shared scale would show nothing
+    fig = explorer.figure(ex, v)
+    heat = [a.images[0] for a in fig.axes if a.images and a.images[0].get_cmap().name == "bwr"]
+    before, after = heat[:len(ex.x)], heat[len(ex.x):]
+    lim = float(ex.before.abs().max())
+    assert all(im.get_clim() == pytest.approx((-lim, lim)) for im in before)
+    assert all(im.get_clim() == pytest.approx((-lim / 1000, lim / 1000)) for im in after)
+    labels = [a.get_ylabel() for a in fig.axes if a.get_ylabel().startswith(("before", "after"))]
+    assert labels == [f"before\n±{lim:.2g}", f"after\n±{lim / 1000:.2g}"]  # each scale printed
+    total = float(ex.before.sum())
+    assert f"{total:.3g} before pruning, {total / 1000:.3g} after (-100%)" in explorer.summary(ex, v)
+
+
 @pytest.mark.parametrize("choice, says", [
     (("lrp", "epsilon_plus_flat", "report", "weights", 0.5), "applies to filters only"),
     (("lrp", "epsilon_plus_flat", "global", "filters", 1.2), r"must lie in \[0, 1\)"),

@@ -25,9 +25,11 @@ def test_update_readme_replaces_only_the_block(tmp_path, monkeypatch):
                                       "train_img_per_s": 100.0}]), folder, "baseline_metrics")
     monkeypatch.setattr(config, "FIGURES_ROOT", tmp_path / "figures")
     readme = tmp_path / "README.md"
-    readme.write_text("intro\n<!-- results:start -->\nold\n<!-- results:end -->\nend\n")
+    readme.write_text("intro\n<!-- results:start -->\nold\n<!-- results:end -->\nend\n"
+                      "<!-- profiles:start -->\nold\n<!-- profiles:end -->\n")
     text = report.update_readme("cpu", readme)
-    assert text.startswith("intro\n<!-- results:start -->\n") and text.endswith("<!-- results:end -->\nend\n")
+    assert text.startswith("intro\n<!-- results:start -->\n") and "<!-- results:end -->\nend\n" in text
+    assert report.profiles_markdown() in text
     assert "50.00 %" in text and "old" not in text
 
 
@@ -99,3 +101,61 @@ def test_speed_sentence_counts_the_series_in_reference_steps():
     assert "5.0 thousand reference steps" in text
     assert report.speed_sentence({"01_a.ipynb": times["02_b.ipynb"][:1]}) == ""
     assert "thousand reference steps" in report.times_markdown(times)
+
+
+def _stated() -> dict[tuple[str, str], tuple[float, float]]:
+    """Each number written by hand in README and docs/ (outside generated blocks), with the
+    value of the code or setting it states: (stated, in the code)."""
+    import inspect
+    import re as _re
+    from helpers.methods import quantization, shipped
+    from helpers.studies import benchmark, budget
+    from helpers.tools import gpu_check
+    python = _re.search(r"python=(\d+\.\d+)", (config.REPO_ROOT / "environment.yml").read_text())[1]
+    study = {(route, criterion): point for route, criterion, point in budget.STUDY}
+    code = {("README.md", "3.11"): float(python),
+            ("docs/running.md", "4 MB"): shipped.MAX_BYTES / 1e6,
+            ("docs/running.md", "5,000 images"): inspect.signature(gpu_check.lrp_seconds).parameters["n"].default,
+            ("docs/running.md", "900 s"): gpu_check.SERIES_TIMEOUT_S,
+            ("docs/running.md", "95 %"):
+                inspect.signature(quantization.check_kernels).parameters["min_agreement"].default,
+            ("docs/running.md", "0.8"): inspect.signature(report.speed_finding).parameters["target"].default,
+            ("docs/running.md", "0.25"): benchmark.TRAINING_WIDTH,
+            ("docs/running.md", "80 %"): 100 * study[("size", "weight")],
+            ("docs/running.md", "45 %"): 100 * study[("compute", "lrp")],
+            ("docs/running.md", "0.5"): min(budget.BUDGETS),
+            ("docs/running.md", "4 epochs"): max(budget.BUDGETS),
+            ("docs/running.md", "100 images"): config.get_profile("cpu").val_per_class}
+    return {k: (float(_re.sub(r"[^\d.]", "", k[1])), float(v)) for k, v in code.items()}
+
+
+DOCS = ("README.md", "docs/running.md", "docs/testing.md")
+"""Markdown written by hand (docs/measurements.md is the dated log of measurements, kept as measured)."""
+
+
+def test_no_hand_written_number_in_readme_or_docs_but_settings_that_match_the_code():
+    stated = _stated()
+    found = {(name, number) for name in DOCS
+             for _, number in report.prose_numbers((config.REPO_ROOT / name).read_text())}
+    unknown = sorted(found - set(stated))
+    assert not unknown, (f"hand-written numbers {unknown}: generate them from their table "
+                         "(a README block, REPORT.md) or, for a setting, add it to _stated() with its code value")
+    wrong = {k: v for k, v in stated.items() if v[0] != pytest.approx(v[1])}
+    assert not wrong, f"prose states other values than the code: {wrong}"
+    assert not set(stated) - found, f"stale entries in _stated(): {sorted(set(stated) - found)}"
+
+
+def test_a_planted_number_fails_the_checks(tmp_path):
+    text = report.README.read_text()
+    planted = text.replace("## The notebooks", "## The notebooks\n\nLRP reaches 58.31 % here.")
+    assert "58.31 %" in {n for _, n in report.prose_numbers(planted)}  # a hand-written number: caught
+    assert "58.31 %" not in {n for _, n in report.prose_numbers(text)}
+    block = report.readme_block()
+    readme = tmp_path / "README.md"
+    readme.write_text(text.replace(block, block.replace("57.", "56.", 1)))
+    assert report.readme_block(readme) != report.results_markdown("cpu")  # a wrong number in the block: caught
+
+
+def test_the_readme_profiles_table_is_generated_from_the_profiles():
+    assert report.readme_block(name="profiles") == report.profiles_markdown()
+    assert set(report.MEANT_FOR) == set(config.PROFILES)

@@ -47,6 +47,19 @@ def test_a_damaged_or_mismatching_shipped_baseline_is_refused_with_its_reason(sm
     assert len(history) == p.epochs and "training the baseline: " in capsys.readouterr().out
 
 
+def test_the_explorer_loads_01s_baseline_else_the_shipped_one(smoke_ship):
+    p, _, _ = smoke_ship
+    ran = artifacts.baseline(p).path
+    target = shipped.ship(p)
+    assert shipped.baseline(p).path == ran  # 01 ran: its own file
+    ran.unlink()
+    assert shipped.baseline(p).path == target  # a fresh clone: the shipped file, no training
+    target.write_bytes(target.read_bytes()[:-1])
+    assert shipped.baseline(p).path == ran  # damaged: the missing file, whose error says to run 01
+    with pytest.raises(checkpoint.CheckpointError, match="run 01_baseline_training.ipynb first"):
+        training.load_artifact(shipped.baseline(p))
+
+
 def test_shipping_refuses_a_file_above_four_megabytes(smoke_ship, monkeypatch):
     p, _, _ = smoke_ship
     monkeypatch.setattr(shipped, "MAX_BYTES", 1000)

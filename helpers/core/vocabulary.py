@@ -21,6 +21,13 @@ INT8_ROUTES = ("size", "combined")
 """The routes whose networks are measured as int8 (on each grid of the profile's ``weight_bits``)."""
 SCHEDULES = ("oneshot", "iterative")
 """One-shot (every route) and iterative pruning."""
+LRP, WEIGHT, GRADIENT, TAYLOR, RANDOM = CRITERIA
+EPSILON_PLUS_FLAT, EPSILON_GAMMA_BOX, EPSILON_ALPHA2_BETA1, EPSILON = COMPOSITES
+REPORT, UNIFORM, GLOBAL = ALLOCATIONS
+COMPUTE, SIZE, COMBINED = ROUTES
+REPORT_POINT = REPORT
+"""The report's operating point as a route of notebook 06 (spelled like its allocation)."""
+ONESHOT, ITERATIVE = SCHEDULES
 STATUSES = ("ok", "diverged")
 """What a fine-tuned run ends as: a result, or diverged or collapsed (never a result)."""
 

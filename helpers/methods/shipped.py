@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 from torch import nn
 
-from ..core import artifacts, checkpoint, config
+from ..core import artifacts, checkpoint, config, models
 from . import training
 
 MODEL, MANIFEST = "baseline_model.pt", "baseline_manifest.json"
@@ -73,6 +73,16 @@ def train_or_load(model: nn.Module, data, p: config.Profile, state_path: Path, s
     model.load_state_dict(obj["model"])
     print(f"using the shipped baseline {p.figures.name}/{MODEL} (sha256 checked; -p retrain true trains afresh)")
     return pd.DataFrame(obj["history"])
+
+
+def baseline(p: config.Profile) -> artifacts.Artifact:
+    """The baseline a later notebook loads: the one notebook 01 left in ``artifacts/`` when it
+    ran, else the shipped one when :func:`problem` finds none (so the explorer opens on a fresh
+    clone without training), else the missing ``artifacts/`` file, whose error says to run 01."""
+    ran = artifacts.baseline(p)
+    if ran.exists() or problem(p, models.spec_for(p)):
+        return ran
+    return artifacts.Artifact(p.figures / MODEL, ran.producer)
 
 
 def ship(p: config.Profile) -> Path:

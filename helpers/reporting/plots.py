@@ -4,7 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-from matplotlib.ticker import NullFormatter
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 import pandas as pd
 import seaborn as sns
 import torch
@@ -160,7 +161,6 @@ def headline(points: pd.DataFrame, baseline_acc: float, max_drop: float = 1.0):
     palette = dict(zip(sorted(set(points["criterion"]) - {"none"}), sns.color_palette()))
     for ax, route in zip(axes[0], routes):
         d = points[points["route"] == route]
-        d = d if "weight_bits" in d else d.assign(weight_bits=32)
         for (name, bits), g in d[d["criterion"] != "none"].groupby(["criterion", "weight_bits"]):
             g = g.sort_values("compression_x")
             narrow = bits < 8  # int8 weights on a narrower grid: dashed
@@ -185,30 +185,56 @@ def headline(points: pd.DataFrame, baseline_acc: float, max_drop: float = 1.0):
     return fig
 
 
-def pareto(points: pd.DataFrame):
-    """Test accuracy against size on disk and against batch-1 latency: colour by criterion,
-    marker by stage (baseline, pruned + fine-tuned, quantized), and the Pareto front (no other
-    model is both smaller or faster and more accurate) as a step line."""
-    d0 = points.assign(criterion=points["model"].str.split(" ").str[0].replace({"best": "lrp"}),
-                       stage=points["model"].map(_stage))
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.4), sharey=True)
-    for ax, col, label in zip(axes, ("size_MB", "latency_b1_ms"), ("size on disk (MB)", "latency, batch 1 (ms)")):
-        d = d0.dropna(subset=[col])
-        sns.scatterplot(data=d, x=col, y="test_acc", hue="criterion", style="stage", s=90, ax=ax,
-                        legend=ax is axes[-1])
-        front = _front(d, col)
-        ax.step(front[col], front["test_acc"], where="post", color="black", lw=1, ls="--", label="Pareto front")
-        _log_x(ax, d[col])
+SECONDARY = "report's operating point"
+MARKERS = {"baseline": "*", "compute route": "o", "size route": "s", "combined route": "D", "int8 static": "P",
+           SECONDARY: "v"}
+"""The results figure's marker per group of networks (:func:`helpers.studies.results.networks`)."""
+
+
+def pareto(nets: pd.DataFrame):
+    """Test accuracy (mean ± standard deviation over seeds) against file size and against
+    batch-1 latency: colour by criterion, marker by group, and the Pareto front of the headline
+    networks (no other one is both smaller or faster and more accurate) as a step line. The
+    report's operating point is secondary: when far below the others it is drawn at the lower
+    edge, and a note gives its accuracies."""
+    main = nets[nets["group"] != SECONDARY]
+    low = float((main["test_acc"] - main["test_acc_std"].fillna(0)).min()) - 1.0
+    high = float((main["test_acc"] + main["test_acc_std"].fillna(0)).max()) + 0.5
+    colours = dict(zip(sorted(c for c in set(nets["criterion"]) if c), sns.color_palette()))
+    fig, axes = plt.subplots(1, 2, figsize=(12.5, 4.6), sharey=True)
+    for ax, col, label in zip(axes, ("size_MB", "latency_b1_ms"), ("file size (MB)", "latency, batch 1 (ms)")):
+        for r in nets.itertuples():
+            below = r.group == SECONDARY and r.test_acc < low
+            ax.errorbar(getattr(r, col), low + 0.15 if below else r.test_acc,
+                        yerr=None if below else r.test_acc_std,
+                        xerr=r.size_MB_std if col == "size_MB" and r.size_MB_std > 0 else None,
+                        marker=MARKERS[r.group], ms=14 if r.group == "baseline" else 8, ls="", capsize=3,
+                        color=colours.get(r.criterion, "black"), alpha=0.6 if r.group == SECONDARY else 1.0)
+        front = _front(main, col)
+        ax.step(front[col], front["test_acc"], where="post", color="black", lw=1, ls="--")
+        _log_x(ax, nets[col])
+        if ax.get_xscale() == "log":  # labelled at 1, 2 and 5 of each decade, as plain numbers
+            ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         ax.set_xlabel(label + (", log scale" if ax.get_xscale() == "log" else ""))
-        ax.set_ylabel("test accuracy (%)")
-    axes[-1].legend(fontsize=9, bbox_to_anchor=(1.02, 1), loc="upper left")
+    axes[0].set_ylim(low, high)
+    axes[0].set_ylabel("test accuracy (%)")
+    sec = nets[(nets["group"] == SECONDARY) & (nets["test_acc"] < low)]
+    if len(sec):
+        accs = ", ".join(f"{r.criterion} {r.test_acc:.1f} %" for r in sec.itertuples())
+        axes[0].annotate(f"{SECONDARY} (below): {accs}", (0.01, 0.06), xycoords="axes fraction", fontsize=8,
+                         color="dimgrey")
+    axes[-1].legend(handles=_legend(nets, colours), fontsize=9, bbox_to_anchor=(1.02, 1), loc="upper left")
     fig.tight_layout()
     return fig
 
 
-def _stage(model: str) -> str:
-    quantized = any(k in model for k in ("int8", "bf16", "fp16"))
-    return "baseline" if model == "baseline" else "quantized" if quantized else "pruned + fine-tuned"
+def _legend(nets: pd.DataFrame, colours: dict) -> list:
+    """Legend entries: a colour per criterion, a marker per group, the front."""
+    handles = [Line2D([], [], color=c, marker="o", ls="", label=name) for name, c in colours.items()]
+    handles += [Line2D([], [], color="grey", marker=MARKERS[g], ls="", label=g)
+                for g in MARKERS if g in set(nets["group"])]
+    return handles + [Line2D([], [], color="black", ls="--", lw=1, label="Pareto front (headline networks)")]
 
 
 def _front(d: pd.DataFrame, col: str) -> pd.DataFrame:

@@ -11,7 +11,6 @@ from ..core import checkpoint, config, measure
 from . import findings, tables
 
 README = config.REPO_ROOT / "README.md"
-_BLOCK = re.compile(r"(<!-- results:start -->\n).*?(<!-- results:end -->)", re.S)
 
 
 def model_metrics(model, test: dict, input_size: int) -> dict:
@@ -48,14 +47,76 @@ def read_table(folder: Path, name: str) -> pd.DataFrame:
     return pd.read_csv(path)
 
 
+def _readme_block(name: str) -> re.Pattern:
+    return re.compile(rf"(<!-- {name}:start -->\n).*?(<!-- {name}:end -->)", re.S)
+
+
+def readme_blocks(profile: str = "cpu") -> dict[str, str]:
+    """The README's generated blocks: the results (from the profile's saved tables) and the
+    profiles table (from ``config``)."""
+    return {"results": results_markdown(profile), "profiles": profiles_markdown()}
+
+
 def update_readme(profile: str = "cpu", readme: Path = README) -> str:
-    """Replace the README's results block with the text generated from saved results."""
+    """Replace the README's generated blocks with the text generated now (:func:`readme_blocks`)."""
     text = readme.read_text()
-    if not _BLOCK.search(text):
-        raise ValueError(f"{readme} has no '<!-- results:start -->' ... '<!-- results:end -->' block")
-    new = _BLOCK.sub(lambda m: m.group(1) + results_markdown(profile) + m.group(2), text)
-    checkpoint.save_text(new, readme)
-    return new
+    for name, block in readme_blocks(profile).items():
+        if not _readme_block(name).search(text):
+            raise ValueError(f"{readme} has no '<!-- {name}:start -->' ... '<!-- {name}:end -->' block")
+        text = _readme_block(name).sub(lambda m, b=block: m.group(1) + b + m.group(2), text)
+    checkpoint.save_text(text, readme)
+    return text
+
+
+PROSE_NUMBER = re.compile(r"(?<![\w.\-/])(?P<num>\d{1,3}(?:,\d{3})+|\d+\.\d+|\d+)"
+                          r"(?P<unit>\s?(?:%|(?:x|ms|s|min|MB|KB|GB|GiB|points?|epochs?|images|seeds?)\b))?"
+                          r"(?![\w\-/])")
+"""A number in prose that states a quantity: a decimal, a thousands-separated number, or any
+number with a unit (``57.85``, ``40,000``, ``4 MB``, ``75 %``); bare small integers (notebook
+numbers, "2 CPU cores", years) are not."""
+
+
+def _blank(m: re.Match) -> str:
+    """A match replaced by its line breaks alone (line numbers keep counting in the text)."""
+    return "\n" * m.group(0).count("\n")
+
+
+def prose_numbers(text: str) -> list[tuple[int, str]]:
+    """``(line, number)`` for each :data:`PROSE_NUMBER` in Markdown written by hand: outside
+    generated blocks (``<!-- name:start -->`` ... ``<!-- name:end -->``), code blocks and inline
+    code. Line numbers count in ``text``."""
+    text = re.sub(r"<!-- (\w+):start -->.*?<!-- \1:end -->", _blank, text, flags=re.S)
+    text = re.sub(r"```.*?```", _blank, text, flags=re.S)
+    out = []
+    for i, line in enumerate(text.splitlines(), 1):
+        for m in PROSE_NUMBER.finditer(re.sub(r"`[^`]*`", "", line)):
+            if m["unit"] or not m["num"].isdigit():
+                out.append((i, m.group(0)))
+    return out
+
+
+MEANT_FOR = {"smoke": "CI and nbval (minutes)", "cpu": "2 CPU cores", "paper": "a GPU: the report's setting",
+             "paper_scratch": "a GPU"}
+"""The README's "meant for" column (every profile has an entry; a test checks)."""
+
+
+def profiles_markdown() -> str:
+    """The README's profiles table, written from the profiles' settings."""
+    rows = []
+    for name in config.PROFILES:
+        p = config.get_profile(name)
+        size = f" at {p.input_size}x{p.input_size}" if p.input_size != 32 else ""
+        if p.dataset == "synthetic":
+            what = (f"generated, {p.synthetic_train_per_class} train ({p.val_per_class} held out) / "
+                    f"{p.synthetic_test_per_class} test images per class")
+        else:
+            what = (f"CIFAR-100{size}: {100 * (500 - p.val_per_class):,} train / {100 * p.val_per_class:,} "
+                    f"validation / 10,000 test")
+        net = (f"torchvision VGG-16{', ImageNet weights' if p.pretrained else ''}, 100-class head" if p.arch == "vgg16"
+               else f"VGG-16-BN, {'full width' if p.width == 1 else f'width {p.width:g}'}")
+        label = f"`{name}`" + (" (default)" if name == config.DEFAULT_PROFILE else "")
+        rows.append(f"| {label} | {what} | {net}, {p.epochs} epochs | {MEANT_FOR[name]} |")
+    return "\n".join(["| profile | data | model | meant for |", "|---|---|---|---|", *rows]) + "\n"
 
 
 HEADLINE_COLUMNS = ["route", "criterion", "filters_removed_or_sparsity", "weight_bits", "compression_x", "flops_x",
@@ -204,9 +265,10 @@ def write_report(text: str, path: Path) -> str:
     return new
 
 
-def readme_block(readme: Path = README) -> str:
-    m = _BLOCK.search(readme.read_text())
-    return m.group(0)[len("<!-- results:start -->\n"):-len("<!-- results:end -->")] if m else ""
+def readme_block(readme: Path = README, name: str = "results") -> str:
+    """The text of the README's generated block ``name`` (empty when it has none)."""
+    m = _readme_block(name).search(readme.read_text())
+    return m.group(0)[len(m.group(1)):-len(m.group(2))] if m else ""
 
 
 if __name__ == "__main__":

@@ -157,18 +157,23 @@ def reference_step_seconds(p: config.Profile, rounds: int = 11, steps: int = 3, 
         torch.set_num_threads(old)
 
 
+TRAINING_WIDTH = 0.25
+"""``--training``'s default width: the cpu profile's."""
+
+
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     """``python -m helpers.studies.benchmark``: the speed benchmark alone, printed (about a minute)."""
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--width", type=float, default=None,
-                        help="VGG-16-BN width multiplier (default 1.0; with --training 0.25, the cpu profile's)")
+                        help=f"VGG-16-BN width multiplier (default 1.0; with --training {TRAINING_WIDTH}, the cpu "
+                             "profile's)")
     parser.add_argument("--input-size", type=int, default=32, help="image side in pixels (default 32)")
     parser.add_argument("--training", action="store_true",
                         help="time training steps, contiguous against channels-last weights, instead")
     parser.add_argument("--batch", type=int, default=128, help="with --training: images per step (default 128)")
     args = parser.parse_args(argv)
     if args.width is None:
-        args.width = 0.25 if args.training else 1.0
+        args.width = TRAINING_WIDTH if args.training else 1.0
     if not 0 < args.width <= 4 or args.input_size < 32 or args.batch < 2:
         parser.error(f"need 0 < --width <= 4, --input-size >= 32 (five 2x poolings) and --batch >= 2 "
                      f"(batch norm), got --width {args.width} --input-size {args.input_size} --batch {args.batch}")

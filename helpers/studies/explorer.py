@@ -119,30 +119,56 @@ def summary(ex: Explorer, v: dict) -> str:
     params, flops = measure.nonzero_parameters(ex.model), measure.flops(ex.model, ex.p.input_size)
     return (f"{v['parameters']:,} parameters ({params / v['parameters']:.2f}x fewer), {v['flops'] / 1e6:.1f} M FLOPs "
             f"({flops / v['flops']:.2f}x fewer); validation subset ({len(ex.val)} images): {v['val_acc']:.1f} % as "
-            f"pruned, {v['val_acc_recal']:.1f} % BatchNorm-recalibrated; answered in {v['seconds']:.2f} s")
+            f"pruned, {v['val_acc_recal']:.1f} % BatchNorm-recalibrated; answered in {v['seconds']:.2f} s\n"
+            + relevance_sentence(ex, v))
+
+
+def relevance_totals(ex: Explorer, v: dict) -> tuple[float, float]:
+    """Total input relevance of the heatmap images (summed over pixels and images; for LRP it
+    approximates the sum of their true-class logits) before and after pruning."""
+    return float(ex.before.sum()), float(v["after"].sum())
+
+
+def relevance_sentence(ex: Explorer, v: dict) -> str:
+    """How much relevance the pruned network still assigns to the heatmap images."""
+    before, after = relevance_totals(ex, v)
+    change = f" ({(after - before) / abs(before):+.0%})" if before else ""
+    return (f"total relevance of the {len(ex.x)} heatmap images: {before:.3g} before pruning, {after:.3g} after"
+            f"{change}; each heatmap row has its own colour scale")
+
+
+def _scale(maps: torch.Tensor) -> float:
+    """The symmetric colour limit of a row of heatmaps: its largest magnitude (1 when all zero)."""
+    return float(maps.abs().max()) or 1.0
 
 
 def figure(ex: Explorer, v: dict):
     """Filters kept per layer (bars against the original count) and each image's LRP heatmap
-    before and after pruning (red: evidence for the class, blue: against; shared colour bar)."""
+    before and after pruning (red: evidence for the class, blue: against). Each heatmap row has
+    its own colour scale, printed on its colour bar: pruned relevance is often far smaller, and a
+    shared scale would leave the "after" row blank."""
     n = len(ex.x)
-    fig = Figure(figsize=(4 + 1.6 * n, 4.2))  # no pyplot: drawn from widget callbacks too
+    fig = Figure(figsize=(4.4 + 1.7 * n, 4.6))  # no pyplot: drawn from widget callbacks too
     grid = fig.add_gridspec(3, n + 2, width_ratios=[3.2] + [1] * n + [0.12])
     ax = fig.add_subplot(grid[:, 0])
     ax.barh(v["kept"]["layer"], v["kept"]["original"], color="lightgrey", label="original")
     ax.barh(v["kept"]["layer"], v["kept"]["kept"], color="tab:blue", label="kept")
     ax.invert_yaxis()
-    ax.set_xlabel("filters")
-    ax.legend(fontsize=8, loc="upper right")
-    lim = float(torch.cat([ex.before, v["after"]]).abs().max()) or 1.0
-    for i in range(n):
-        for row, (img, title) in enumerate([(denormalize(ex.x[i:i + 1])[0].permute(1, 2, 0), "image"),
-                                            (ex.before[i], "before"), (v["after"][i], "after")]):
-            a = fig.add_subplot(grid[row, i + 1])
-            shown = a.imshow(img.numpy(), **({} if row == 0 else {"cmap": "bwr", "vmin": -lim, "vmax": lim}))
-            a.set_title(title, fontsize=9)
+    ax.tick_params(labelsize=9)
+    ax.set_xlabel("filters", fontsize=10)
+    ax.legend(fontsize=9, loc="lower right")
+    rows = [("image", denormalize(ex.x).permute(0, 2, 3, 1), None),
+            ("before", ex.before, _scale(ex.before)), ("after", v["after"], _scale(v["after"]))]
+    for r, (title, maps, lim) in enumerate(rows):
+        for i in range(n):
+            a = fig.add_subplot(grid[r, i + 1])
+            shown = a.imshow(maps[i].numpy(), **({} if lim is None else {"cmap": "bwr", "vmin": -lim, "vmax": lim}))
+            a.set_title(title, fontsize=10)
             a.axis("off")
-    fig.colorbar(shown, cax=fig.add_subplot(grid[1:, -1]), label="relevance")
+        if lim is not None:
+            bar = fig.colorbar(shown, cax=fig.add_subplot(grid[r, -1]))
+            bar.set_label(f"{title}\n±{lim:.2g}", fontsize=9)
+            bar.ax.tick_params(labelsize=8)
     fig.tight_layout()
     return fig
 

@@ -14,7 +14,7 @@ import pandas as pd
 from IPython.display import Markdown
 
 from ..core import stats
-from ..core.vocabulary import STATUSES, default_bits
+from ..core.vocabulary import STATUSES
 from ..reporting import tables
 from ..reporting.findings import within
 
@@ -50,11 +50,10 @@ def route_means(runs: list[pd.DataFrame], route: str) -> Markdown:
 
 
 def finished(rows: pd.DataFrame) -> pd.DataFrame:
-    """The runs that did not diverge (a diverged run is never a result), each with its
-    ``weight_bits`` (:func:`default_bits` where the table has no such column or value)."""
-    rows = rows[rows["status"] == "ok"]
-    default = rows["route"].map(default_bits)
-    return rows.assign(weight_bits=rows["weight_bits"].fillna(default) if "weight_bits" in rows else default)
+    """The runs that did not diverge (a diverged run is never a result). Every row names its
+    ``weight_bits`` (:func:`helpers.studies.routes.run` writes it; the committed tables were
+    rewritten with it), so no reader fills it in."""
+    return rows[rows["status"] == "ok"]
 
 
 def table(rows: pd.DataFrame, baseline_val: float, baseline_test: float, max_drop: float = 1.0) -> pd.DataFrame:

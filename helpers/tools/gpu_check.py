@@ -184,13 +184,18 @@ def parse_parts(text: str) -> tuple[str, ...]:
     return parts
 
 
+SERIES_TIMEOUT_S = 900
+"""Default seconds the smoke series may run on the device."""
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", default="cuda", help="cuda (default) or cpu")
     ap.add_argument("--quick", action="store_true",
                     help="tiny sizes; parts training and lrp unless --parts says otherwise (tests the script)")
     ap.add_argument("--parts", default=None, help=f"comma-separated, of {', '.join(PARTS)} (default: all)")
-    ap.add_argument("--series-timeout", type=float, default=900, help="seconds the smoke series may run (900)")
+    ap.add_argument("--series-timeout", type=float, default=SERIES_TIMEOUT_S,
+                    help=f"seconds the smoke series may run ({SERIES_TIMEOUT_S})")
     ap.add_argument("--out", default="gpu_check.json", help="where to write the measured numbers")
     args = ap.parse_args(argv)
     try:
