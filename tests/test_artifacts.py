@@ -66,11 +66,12 @@ def test_artifact_paths_are_spelled_only_in_the_contract():
 
 
 def test_no_notebook_cell_is_longer_than_twelve_lines():
+    """Parameters cells aside: one literal per line, no logic (STYLE.md), as many as a notebook takes."""
     long = []
     for nb in sorted(config.NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb")):
         for i, c in enumerate(json.loads(nb.read_text())["cells"]):
             n = len("".join(c["source"]).strip().splitlines())
-            if c["cell_type"] == "code" and n > 12:
+            if c["cell_type"] == "code" and n > 12 and "parameters" not in c["metadata"].get("tags", []):
                 long.append(f"{nb.name} cell {i}: {n} lines")
     assert not long, "move logic into helpers:\n" + "\n".join(long)
 
@@ -132,6 +133,71 @@ def test_shared_names_come_from_the_vocabulary():
     assert tuple(composites.COMPOSITES) == vocabulary.COMPOSITES
     assert tuple(pruning.ALLOCATIONS) == vocabulary.ALLOCATIONS
     assert set(vocabulary.OTHER_CRITERIA) == set(vocabulary.CRITERIA) - {"lrp"}
+
+
+def _spelled_names(path, names: set[str], source: str | None = None) -> list[str]:
+    """Where ``path`` (or ``source``, named by ``path``) spells one of ``names`` as a literal in
+    code that decides by it: compared (``==``, ``in``), used as a dict key, or given as a
+    parameter's default."""
+    tree, found = ast.parse(path.read_text() if source is None else source), []
+    where = path.relative_to(HELPERS.parent) if path.is_relative_to(HELPERS.parent) else path.name
+
+    def strings(node):
+        elts = node.elts if isinstance(node, (ast.Tuple, ast.List, ast.Set)) else [node]
+        return [e for e in elts if isinstance(e, ast.Constant) and e.value in names]
+
+    for node in ast.walk(tree):
+        hits = []
+        if isinstance(node, ast.Compare):
+            hits = [s for x in [node.left, *node.comparators] for s in strings(x)]
+        elif isinstance(node, ast.Dict):
+            hits = [k for k in node.keys if k is not None for k in strings(k)]
+        elif isinstance(node, ast.arguments):
+            named = list(zip(reversed(node.args), reversed(node.defaults))) + \
+                [(a, d) for a, d in zip(node.kwonlyargs, node.kw_defaults) if d is not None]
+            hits = [s for a, d in named if a.arg not in RULE_ARGUMENTS for s in strings(d)]
+        found += [f"{where}:{h.lineno}: {h.value!r}" for h in hits]
+    return found
+
+
+RULE_ARGUMENTS = {"rule", "weight_rule"}
+"""Parameters that take an LRP rule name ("epsilon", "zplus"), not a composite."""
+SAME_WORD = {("tools/gpu_check.py", "lrp"): "the name of gpu_check's LRP-throughput part",
+             ("methods/criteria.py", "weight"): "the score kind (filter or weight scores)",
+             ("methods/pruning.py", "weight"): "the score kind and torch.nn.utils.prune's parameter name",
+             ("methods/scores.py", "weight"): "the score kind",
+             ("studies/routes.py", "weight"): "torch.nn.utils.prune's parameter name",
+             ("methods/composites.py", "epsilon"): "the LRP rule (a composite is built of rules)",
+             ("methods/criteria.py", "epsilon"): "the LRP rule of weight relevance",
+             ("studies/verdict.py", "lrp"): "the verdict table's column", ("studies/lowdata.py", "lrp"): "a column"}
+"""Literals that spell a vocabulary word with another meaning, by file."""
+
+
+def test_no_module_spells_a_shared_name_outside_the_vocabulary():
+    from helpers.core import vocabulary as v
+    names = set(v.CRITERIA + v.COMPOSITES + v.ALLOCATIONS + v.ROUTES + v.SCHEDULES) | {v.CONTROL}
+    spelled = [h for p in MODULES if p.name != "vocabulary.py" for h in _spelled_names(p, names)
+               if (str(p.relative_to(HELPERS)), h.split("'")[1]) not in SAME_WORD]
+    assert not spelled, "use helpers.core.vocabulary's constants:\n" + "\n".join(spelled)
+
+
+def test_no_notebook_spells_a_shared_name_outside_its_parameter_cell():
+    from helpers.core import vocabulary as v
+    names = set(v.CRITERIA + v.COMPOSITES + v.ALLOCATIONS + v.ROUTES + v.SCHEDULES) | {v.CONTROL}
+    spelled = []
+    for path in sorted((HELPERS.parent / "notebooks").glob("*.ipynb")):
+        for i, cell in enumerate(json.loads(path.read_text())["cells"]):
+            if cell["cell_type"] == "code" and "parameters" not in cell["metadata"].get("tags", []):
+                spelled += [f"cell {i} {h}" for h in _spelled_names(path, names, "".join(cell["source"]))]
+    assert not spelled, "use helpers.core.vocabulary's constants:\n" + "\n".join(spelled)
+
+
+def test_the_vocabulary_check_sees_a_spelled_name(tmp_path):
+    fake = tmp_path / "helpers" / "x.py"
+    fake.parent.mkdir(parents=True)
+    fake.write_text('def f(route="compute", rule="epsilon"):\n    return {"size": 1} if route == "lrp" else 0\n')
+    found = _spelled_names(fake, {"compute", "epsilon", "size", "lrp"})
+    assert sorted(h.split(": ")[1] for h in found) == ["'compute'", "'lrp'", "'size'"]
 
 
 def test_nothing_imports_results():

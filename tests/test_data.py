@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers.core import data
+from helpers.core import config, data
 
 from conftest import staged_cifar
 
@@ -121,6 +121,29 @@ def test_smoke_profile_generates_its_data(smoke):
     d = data.load_data(smoke)
     assert (len(d.train), len(d.val), len(d.test)) == (2000, 400, 400)
     assert (smoke.artifacts / "data" / "cifar-100-python" / "meta").exists()
+
+
+def test_a_subset_keeps_that_many_images_per_class_in_each_split_and_writes_apart(smoke):
+    p = config.get_profile("smoke", subset_per_class=10)
+    d = data.load_data(p)
+    assert torch.equal(torch.bincount(d.train.y), torch.full((100,), 10))
+    assert torch.equal(torch.bincount(d.val.y), torch.full((100,), 10))  # in place of val_per_class
+    assert torch.equal(torch.bincount(d.test.y), torch.full((100,), 4))  # the smoke test split has 4 per class
+    full = data.load_data(smoke)
+    pool = torch.cat([full.train.x[full.train.y == 0], full.val.x[full.val.y == 0]])  # the official training split
+    mine = torch.cat([d.train.x[d.train.y == 0], d.val.x[d.val.y == 0]])
+    assert all(any(torch.equal(x, y) for y in pool) for x in mine)
+    assert not any(torch.equal(x, y) for x in d.train.x[d.train.y == 0] for y in d.val.x[d.val.y == 0])
+    assert p.figures.name == p.artifacts.name == "smoke_subset10" and smoke.figures.name == "smoke"
+    assert torch.equal(data.load_data(p).train.x, d.train.x)  # seeded
+
+
+def test_a_subset_larger_than_the_data_is_refused_with_the_largest_allowed():
+    with pytest.raises(data.DataError, match="subset_per_class 13 is larger than the data: .* 24 images in its "
+                                             "smallest class; pass at most 12"):
+        data.load_data(config.get_profile("smoke", subset_per_class=13))
+    with pytest.raises(ValueError, match="'subset_per_class' must be >= 0"):
+        config.get_profile("smoke", subset_per_class=-1)
 
 
 @pytest.mark.skipif(staged_cifar() is None, reason="LRP_DATA_DIR does not point at CIFAR-100")

@@ -129,6 +129,18 @@ def test_size_route_holds_the_masks_and_stores_int8_sparse(trained, tmp_path):
         row["compression_x_uncompressed"] * row["sparse_bytes"] / row["size_bytes"])
 
 
+def test_notebook_08_times_a_masked_run_as_its_folded_float_network(trained, tmp_path, monkeypatch):
+    from helpers.core import artifacts
+    from helpers.studies import results
+    p, d, model = trained
+    monkeypatch.setenv(config.ARTIFACTS_ENV, str(tmp_path))
+    s = _scores(model, d, p, 0, tmp_path / "scores")["weight"]
+    row = routes.run("size", "weight", 0.6, 0, model, s, d, p, artifacts.finetuned(p, "r").path, 4, model)
+    net = results._network(p, "size", f"r/{routes.run_name('size', 'weight', 0.6, 0)}")  # no model.pt: folded
+    assert row["status"] == "ok" and not any(torch.nn.utils.prune.is_pruned(m) for m in net.modules())
+    assert pruning.global_sparsity(net) == pytest.approx(row["sparsity"], abs=1e-6)
+
+
 def test_weight_grids_measure_the_run_network_again_on_fewer_levels_and_resume(trained, tmp_path, monkeypatch):
     p, d, model = trained
     s = _scores(model, d, p, 0, tmp_path / "scores")["weight"]
@@ -201,7 +213,8 @@ def test_a_collapsed_run_is_recorded_never_a_result(trained, tmp_path):
     row = routes.run("compute", "weight", 0.3, 0, model, s, d, bad, tmp_path, 8, model)
     assert row["status"] == "diverged" and "compute route, weight, 0.3, seed 0" in row["error"]
     rows = pd.DataFrame([row, {"route": "compute", "criterion": "weight", "point": 0.3, "seed": 1, "status": "ok",
-                               "val_acc": 10.0, "test_acc": 11.0, "compression_x": 2.0, "flops_x": 1.5}])
+                               "val_acc": 10.0, "test_acc": 11.0, "compression_x": 2.0, "flops_x": 1.5,
+                               "weight_bits": 32}])
     head = headline.table(rows, baseline_val=10.5, baseline_test=12.0)
     assert head.iloc[0]["n_seeds"] == 1 and head.iloc[0]["test_acc_mean"] == 11.0
 
@@ -232,7 +245,7 @@ def _hand_table():
                   "test_acc": 99.0, "compression_x": 2.5, "flops_x": 1.6, "status": "ok"},
                  {"route": "compute", "criterion": "weight", "point": 0.2, "seed": seed, "val_acc": w,
                   "test_acc": 60.0 - seed, "compression_x": 1.6, "flops_x": 1.2, "status": "ok"}]
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows).assign(weight_bits=32)  # every saved row names its grid
 
 
 def test_headline_is_the_largest_compression_within_one_point_on_validation():
@@ -302,14 +315,15 @@ def test_a_criterion_whose_iterative_runs_all_diverged_keeps_its_row():
 
 
 def test_status_counts_show_every_status_even_when_none_diverged():
-    counts = headline.status_counts(_hand_table().assign(weight_bits=32))
+    counts = headline.status_counts(_hand_table())
     assert list(counts.columns) == list(vocabulary.STATUSES) and (counts["diverged"] == 0).all()
     assert counts["ok"].sum() == len(_hand_table())
 
 
 def test_combined_route_is_reported_even_outside_one_point():
     rows = pd.DataFrame([{"route": "combined", "criterion": "weight", "point": 0.7, "fraction": 0.15, "seed": s,
-                          "status": "ok", "val_acc": 50.0, "test_acc": a, "compression_x": 15.0, "flops_x": 1.1}
+                          "status": "ok", "val_acc": 50.0, "test_acc": a, "compression_x": 15.0, "flops_x": 1.1,
+                          "weight_bits": 8}
                          for s, a in enumerate((57.0, 57.5))])
     head = headline.table(rows, baseline_val=57.6, baseline_test=58.8)
     (line,) = headline._combined_sentence(rows, head, 58.8)

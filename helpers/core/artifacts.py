@@ -8,8 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, TypeVar
 
 from . import config
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -24,6 +27,22 @@ class Artifact:
 
     def exists(self) -> bool:
         return self.path.exists()
+
+
+def resumable(path: Path, compute: Callable[[], T], save: Callable[[T, Path], None], load: Callable[[Path], T],
+              reread: bool = False) -> T:
+    """The one resumable step: ``load(path)`` when a result is saved there, else ``compute()``,
+    written by ``save(value, path)``, which writes atomically (the ``checkpoint`` writers do).
+    ``load`` refuses a result that does not match what is asked now (another model, recipe or
+    budget), with a message that says what to delete. ``reread``: return what ``load`` reads
+    back from the new file rather than the computed value, so a fresh and a resumed run hand
+    on the same types (a CSV's columns, say)."""
+    path = Path(path)
+    if path.exists():
+        return load(path)
+    value = compute()
+    save(value, path)
+    return load(path) if reread else value
 
 
 def baseline(p: config.Profile) -> Artifact:

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .vocabulary import COMPUTE, SIZE
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 FIGURES_ROOT = REPO_ROOT / "figures"
@@ -41,6 +43,8 @@ class Profile:
     weights_file: str = ""             # ImageNet VGG-16 weights file; empty: torch's hub cache, else download
     device: str = ""                   # cpu | cuda | cuda:N; empty: $LRP_DEVICE, else cuda when present
     val_per_class: int = 100           # validation images held out per class (100: as many as the test split)
+    subset_per_class: int = 0          # a quick try: this many images per class in each split (validation in place
+    #                                    of val_per_class; test: at most), written apart as <profile>_subset<N>; 0: all
     epochs: int = 30
     batch_size: int = 128
     lr: float = 0.1                    # peak learning rate
@@ -92,19 +96,24 @@ class Profile:
         """The seeds of every fine-tuned point; on the compute and size routes ``compute_seeds``
         and ``size_seeds`` of them when set (the first ``seeds`` are the other routes' seeds);
         ``"all"``: every seed any route uses."""
-        n = {"compute": self.compute_seeds, "size": self.size_seeds,
+        n = {COMPUTE: self.compute_seeds, SIZE: self.size_seeds,
              "all": max(self.seeds, self.compute_seeds, self.size_seeds)}.get(route, 0) or self.seeds
         return list(range(self.seed, self.seed + n))
 
     @property
     def artifacts(self) -> Path:
         """Folder holding every large output of this profile (gitignored)."""
-        return Path(os.environ.get(ARTIFACTS_ENV, REPO_ROOT / "artifacts")) / self.name
+        return Path(os.environ.get(ARTIFACTS_ENV, REPO_ROOT / "artifacts")) / self.folder_name
 
     @property
     def figures(self) -> Path:
         """Folder holding this profile's committed figures and small tables."""
-        return FIGURES_ROOT / self.name
+        return FIGURES_ROOT / self.folder_name
+
+    @property
+    def folder_name(self) -> str:
+        """The profile's name; a subset run (``subset_per_class``) writes apart, never over a full run."""
+        return f"{self.name}_subset{self.subset_per_class}" if self.subset_per_class else self.name
 
 
 _CHOICES = {
@@ -126,9 +135,9 @@ _TUPLES = {  # tuple field -> (item type, lowest, highest, lowest excluded, high
     "headline_sparsities": ((int, float), 0, 1, True, True),
     "weight_bits": (int, 2, 8, False, False),
 }
-_NON_NEGATIVE = ("val_per_class", "sweep_stop_points", "series_minutes", "compute_seeds", "size_seeds", "warmup",
-                 "momentum", "weight_decay", "label_smoothing", "seed", "kd_alpha", "synthetic_train_per_class",
-                 "synthetic_test_per_class")
+_NON_NEGATIVE = ("val_per_class", "subset_per_class", "sweep_stop_points", "series_minutes", "compute_seeds",
+                 "size_seeds", "warmup", "momentum", "weight_decay", "label_smoothing", "seed", "kd_alpha",
+                 "synthetic_train_per_class", "synthetic_test_per_class")
 
 PROFILES: dict[str, dict] = {
     # CI and nbval: a generated dataset in the official format, a narrow net, 5 short epochs, 0.5-epoch fine-tuning.

@@ -212,6 +212,20 @@ def stratified_split(y: torch.Tensor, per_class: int, seed: int) -> tuple[torch.
     return torch.nonzero(mask).flatten(), held
 
 
+def subset(train: Split, test: Split, per_class: int, seed: int) -> tuple[Split, Split]:
+    """``per_class`` seeded images of every class from ``train`` (what is left of the official
+    training split once the validation images are held out), and as many test images where the
+    test split has them (all of them where it has fewer): a profile's quick try
+    (``subset_per_class``)."""
+    have = int(torch.bincount(train.y).min())
+    if per_class > have:
+        raise DataError(f"subset_per_class {per_class} is larger than the data: the training and validation "
+                        f"images come from the official training split, {have + per_class} images in its smallest "
+                        f"class; pass at most {(have + per_class) // 2} (0: the whole dataset)")
+    test_per_class = min(per_class, int(torch.bincount(test.y).min()))
+    return class_balanced_sample(train, per_class, seed), class_balanced_sample(test, test_per_class, seed)
+
+
 def load_data(profile: config.Profile, data_dir=None) -> Data:
     """The profile's train / validation / test splits and class names."""
     if profile.dataset == "synthetic":
@@ -222,9 +236,12 @@ def load_data(profile: config.Profile, data_dir=None) -> Data:
         train, test, names = read_cifar100(folder / FOLDER)
     else:
         train, test, names = load_cifar100(data_dir)
-    keep, held = stratified_split(train.y, profile.val_per_class, profile.seed)
-    return Data(Split(train.x[keep], train.y[keep]), Split(train.x[held], train.y[held]),
-                test, names)
+    n = profile.subset_per_class
+    keep, held = stratified_split(train.y, n or profile.val_per_class, profile.seed)
+    train, val = Split(train.x[keep], train.y[keep]), Split(train.x[held], train.y[held])
+    if n:
+        train, test = subset(train, test, n, profile.seed)
+    return Data(train, val, test, names)
 
 
 def class_balanced_sample(split: Split, per_class: int, seed: int) -> Split:

@@ -31,6 +31,9 @@ from zennit.core import BasicHook, Hook, ParamMod, Stabilizer
 from zennit.rules import AlphaBeta, ClampMod, Flat, ZBox
 from zennit.types import Convolution, Linear
 
+from ..core import vocabulary
+from ..core.vocabulary import EPSILON_ALPHA2_BETA1, EPSILON_GAMMA_BOX, EPSILON_PLUS_FLAT
+
 EPSILON = 1e-6  # the stabiliser zennit uses by default
 
 
@@ -211,11 +214,11 @@ def _merge_bn():
 
 COMPOSITES = {
     # Yeom et al. 2021 for VGG: flat rule on the first layer, z+ on convs, epsilon on dense.
-    "epsilon_plus_flat": lambda low, high: EpsilonPlusFlatVGG(canonizers=_merge_bn()),
-    "epsilon_gamma_box": lambda low, high: EpsilonGammaBoxVGG(low, high, canonizers=_merge_bn()),
-    "epsilon_alpha2_beta1": lambda low, high: EpsilonAlpha2Beta1VGG(canonizers=_merge_bn()),
+    EPSILON_PLUS_FLAT: lambda low, high: EpsilonPlusFlatVGG(canonizers=_merge_bn()),
+    EPSILON_GAMMA_BOX: lambda low, high: EpsilonGammaBoxVGG(low, high, canonizers=_merge_bn()),
+    EPSILON_ALPHA2_BETA1: lambda low, high: EpsilonAlpha2Beta1VGG(canonizers=_merge_bn()),
     # Hatefi et al. 2024: LRP-epsilon on every layer, a strong default for pruning.
-    "epsilon": lambda low, high: LayerMapComposite(
+    vocabulary.EPSILON: lambda low, high: LayerMapComposite(
         layer_map_base(EPSILON) + [(Convolution, EpsilonRedirected(EPSILON)),
                                    (torch.nn.Linear, EpsilonRedirected(EPSILON))],
         canonizers=_merge_bn()),
@@ -274,11 +277,11 @@ def depth_name(assignment: dict[str, tuple[str, float | None]]) -> str:
 
 
 STOCK_RULES = {  # the rule of each depth group in the stock composites (the first conv aside)
-    "epsilon_plus_flat": {"low": ("zplus", None), "middle": ("zplus", None), "high": ("zplus", None),
+    EPSILON_PLUS_FLAT: {"low": ("zplus", None), "middle": ("zplus", None), "high": ("zplus", None),
                           "dense": ("epsilon", EPSILON)},
-    "epsilon_gamma_box": {"low": ("gamma", 0.25), "middle": ("gamma", 0.25), "high": ("gamma", 0.25),
+    EPSILON_GAMMA_BOX: {"low": ("gamma", 0.25), "middle": ("gamma", 0.25), "high": ("gamma", 0.25),
                           "dense": ("epsilon", EPSILON)},
-    "epsilon": {g: ("epsilon", EPSILON) for g in GROUPS},
+    vocabulary.EPSILON: {g: ("epsilon", EPSILON) for g in GROUPS},
 }
 
 

@@ -23,6 +23,10 @@ from . import composites
 from .composites import EPSILON, CompositeError
 from ..core.data import MEAN, NUM_CLASSES, STD, Split, batches
 from ..core.models import device_of
+from ..core.vocabulary import EPSILON_PLUS_FLAT, GRADIENT, LRP, RANDOM, TAYLOR, WEIGHT
+
+DATA_DRIVEN = (LRP, GRADIENT, TAYLOR)
+"""The criteria that read reference images."""
 
 WEIGHT_RULES = ("epsilon", "zplus")
 
@@ -117,7 +121,7 @@ def weight_relevance(module: nn.Module, a: torch.Tensor, z: torch.Tensor, r: tor
     return wp * weight_gradient(module, a, r / (zp + EPSILON))
 
 
-def lrp(model: nn.Module, ref: Split, composite: str = "epsilon_plus_flat",
+def lrp(model: nn.Module, ref: Split, composite: str = EPSILON_PLUS_FLAT,
         weight_rule: str = "epsilon", batch_size: int = 100, size: int = 32) -> dict:
     """Filter and weight relevance, starting from the true-class logit of each image.
 
@@ -163,7 +167,7 @@ def _hooked(handle):
 
 
 def lrp_heatmaps(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                 composite: str = "epsilon_plus_flat") -> torch.Tensor:
+                 composite: str = EPSILON_PLUS_FLAT) -> torch.Tensor:
     """Input relevance (N, H, W) on the CPU, summed over colour channels, for normalised images
     x (computed on the model's device)."""
     dev = device_of(model)
@@ -264,12 +268,11 @@ def _ref_batches(ref: Split, batch_size: int, size: int, model: nn.Module):
 
 
 # ----------------------------------------------------------------------------- interface
-CRITERIA = {"lrp": lrp, "weight": weight_magnitude, "gradient": gradient, "taylor": taylor,
-            "random": random}
+CRITERIA = {LRP: lrp, WEIGHT: weight_magnitude, GRADIENT: gradient, TAYLOR: taylor, RANDOM: random}
 
 
-def compute_scores(model: nn.Module, ref: Split, criterion: str = "lrp", *,
-                   composite: str = "epsilon_plus_flat", weight_rule: str = "epsilon",
+def compute_scores(model: nn.Module, ref: Split, criterion: str = LRP, *,
+                   composite: str = EPSILON_PLUS_FLAT, weight_rule: str = "epsilon",
                    absolute: bool = True, normalize: bool = True, seed: int = 0,
                    batch_size: int = 100, size: int = 32) -> dict:
     """Scores of ``criterion`` for every filter and weight of ``model`` on reference data ``ref``,
@@ -297,20 +300,20 @@ def compute_scores(model: nn.Module, ref: Split, criterion: str = "lrp", *,
     seconds = time.perf_counter() - start
     scores = _finish(scores, absolute, normalize)
     return {"kind": "scores", "criterion": criterion,
-            "composite": composite if criterion == "lrp" else "",
-            "weight_rule": weight_rule if criterion == "lrp" else "",
+            "composite": composite if criterion == LRP else "",
+            "weight_rule": weight_rule if criterion == LRP else "",
             "absolute": absolute, "normalize": normalize, "seed": seed,
             "n_images": len(ref), "seconds": seconds, **scores}
 
 
-def nested_scores(model: nn.Module, chunks: list[Split], criterion: str, *, composite: str = "epsilon_plus_flat",
+def nested_scores(model: nn.Module, chunks: list[Split], criterion: str, *, composite: str = EPSILON_PLUS_FLAT,
                   weight_rule: str = "epsilon", seed: int = 0, batch_size: int = 100, size: int = 32) -> list[dict]:
     """Scores on growing reference sets: ``chunks[0]``, then ``chunks[0] + chunks[1]``, and so
     on, for the cost of one pass over all chunks. Every criterion sums over batches, so each
     chunk is scored once and the raw sums are accumulated (the gradient criterion's filter norm
     is taken of the accumulated weight scores, as :func:`gradient` does); chunk sizes that are
     multiples of ``batch_size`` give the same batches as scoring each set on its own."""
-    if criterion not in ("lrp", "gradient", "taylor"):
+    if criterion not in DATA_DRIVEN:
         raise ScoreError(f"nested_scores takes a data-driven criterion (lrp, gradient, taylor), got {criterion!r}")
     total, out, seconds = None, [], 0.0
     for chunk in chunks:
@@ -319,10 +322,10 @@ def nested_scores(model: nn.Module, chunks: list[Split], criterion: str, *, comp
         raw = _raw(model, chunk, criterion, composite, weight_rule, seed, batch_size, size)
         seconds += time.perf_counter() - start
         total = raw if total is None else {k: {n: total[k][n] + raw[k][n] for n in raw[k]} for k in raw}
-        if criterion == "gradient":
+        if criterion == GRADIENT:
             total["filter"] = {n: total["weight"][n].flatten(1).norm(dim=1) for n in filter_layers(model)}
         n_images = sum(len(c) for c in chunks[:len(out) + 1])
-        out.append({"kind": "scores", "criterion": criterion, "composite": composite if criterion == "lrp" else "",
+        out.append({"kind": "scores", "criterion": criterion, "composite": composite if criterion == LRP else "",
                     "seed": seed, "n_images": n_images, "seconds": seconds, **_finish(total, True, True)})
     return out
 
@@ -331,9 +334,9 @@ def _raw(model, ref, criterion, composite, weight_rule, seed, batch_size, size) 
     """Unprocessed scores of ``criterion`` on ``ref``, on the CPU (float64)."""
     model.eval()
     kwargs = dict(batch_size=batch_size, size=size)
-    if criterion == "lrp":
+    if criterion == LRP:
         kwargs.update(composite=composite, weight_rule=weight_rule)
-    scores = CRITERIA[criterion](model, ref, seed=seed, **kwargs) if criterion == "random" \
+    scores = CRITERIA[criterion](model, ref, seed=seed, **kwargs) if criterion == RANDOM \
         else CRITERIA[criterion](model, ref, **kwargs)
     model.zero_grad(set_to_none=True)
     return {kind: {n: s.cpu() for n, s in scores[kind].items()} for kind in ("filter", "weight")}

@@ -9,12 +9,13 @@ steps (``budget_steps``).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 from torch import nn
 
-from ..core import config, models, progress
+from ..core import artifacts, config, models, progress
 from . import criteria, pruning
 from ..core.data import Data, Split
 from ..core.models import device_of
@@ -46,6 +47,44 @@ def iteration_targets(target_removed: float, step_fraction: float) -> list[float
     return [min(target_removed, (i + 1) * step_fraction) for i in range(k)]
 
 
+@dataclass
+class _Step:
+    """One step of :func:`iterative`: prune the current network to ``goal`` of the original
+    filters, fine-tune ``share`` steps; saved as ``step<index>.pt`` in ``folder`` and read back."""
+    model: nn.Module
+    original: nn.Module
+    folder: Path
+    index: int
+    arch: str
+    p: config.Profile
+
+    @property
+    def path(self) -> Path:
+        return self.folder / f"step{self.index:02d}.pt"
+
+    def prune_and_fit(self, ref: Split, criterion: str, goal: float, total: int, share: int, d: Data,
+                      teacher: nn.Module | None, score_kwargs: dict) -> tuple:
+        p, current = self.p, self.model
+        s = criteria.compute_scores(current, ref, criterion, seed=p.seed, size=p.input_size, **score_kwargs)
+        ratio = 1 - (1 - goal) * total / sum(pruning.kept_filters(current).values())  # of the current filters
+        counts = pruning.global_counts(current, s["filter"], min(max(ratio, 0.0), 0.999))
+        pruned = pruning.prune_filters(current, s["filter"], counts, p.input_size)
+        if share == 0:
+            return pruned, pd.DataFrame(), counts
+        history = fit(pruned, d, p, self.folder / f"step{self.index:02d}_state.pt", models.spec_of(pruned, self.arch),
+                      max_steps=share, teacher=teacher, guard=f"iterative step {self.index} in {self.folder.name}")
+        return pruned, history, counts
+
+    def save(self, step: tuple, path: Path) -> None:
+        model, history, counts = step
+        save_model(model, models.spec_of(model, self.arch), path, self.p, history=history.to_dict(orient="list"),
+                   counts=counts, filters_removed=pruning.filters_removed(self.original, counts))
+
+    def load(self, path: Path) -> tuple:
+        model, obj = load_model(path, device=device_of(self.model))
+        return model, pd.DataFrame(obj["history"]), obj.get("counts")
+
+
 def iterative(model: nn.Module, d: Data, ref: Split, p: config.Profile, folder: Path,
               criterion: str, target_removed: float, step_fraction: float, steps: int,
               arch: str, teacher: nn.Module | None = None, **score_kwargs) -> tuple[nn.Module, pd.DataFrame]:
@@ -59,21 +98,9 @@ def iterative(model: nn.Module, d: Data, ref: Split, p: config.Profile, folder: 
     histories = []
     for i, (goal, share) in enumerate(zip(targets, shares), start=1):
         progress.line(f"iterative {criterion}: step {i}/{len(targets)}, to {goal:.0%} of the filters removed")
-        done = Path(folder) / f"step{i:02d}.pt"
-        if done.exists():
-            model, obj = load_model(done, device=device_of(model))
-            histories.append(pd.DataFrame(obj["history"]).assign(stage=i))
-            continue
-        s = criteria.compute_scores(model, ref, criterion, seed=p.seed, size=p.input_size, **score_kwargs)
-        current = sum(pruning.kept_filters(model).values())
-        ratio = 1 - (1 - goal) * total / current  # of the current filters, to reach the goal
-        counts = pruning.global_counts(model, s["filter"], min(max(ratio, 0.0), 0.999))
-        model = pruning.prune_filters(model, s["filter"], counts, p.input_size)
-        history = pd.DataFrame()
-        if share > 0:
-            history = fit(model, d, p, Path(folder) / f"step{i:02d}_state.pt", models.spec_of(model, arch),
-                          max_steps=share, teacher=teacher, guard=f"iterative step {i} in {Path(folder).name}")
-        save_model(model, models.spec_of(model, arch), done, p, history=history.to_dict(orient="list"),
-                   counts=counts, filters_removed=pruning.filters_removed(original, counts))
+        step = _Step(model, original, Path(folder), i, arch, p)
+        model, history, _ = artifacts.resumable(
+            step.path, lambda: step.prune_and_fit(ref, criterion, goal, total, share, d, teacher, score_kwargs),
+            step.save, step.load)
         histories.append(history.assign(stage=i))
     return model, pd.concat(histories, ignore_index=True)

@@ -19,6 +19,7 @@ from torch.nn.utils import prune
 
 from .criteria import check_scores, filter_layers, normalize_per_layer, weight_layers
 from ..core.models import device_of
+from ..core.vocabulary import GLOBAL, REPORT, UNIFORM
 
 
 class PruningError(ValueError):
@@ -198,9 +199,9 @@ def global_counts(model: nn.Module, filter_scores: dict, ratio: float) -> dict[s
 
 ALLOCATIONS = {
     # the original report's: per-layer sparsity of an unstructured pass, minus a margin
-    "report": lambda model, scores, ratio, report_ratios: keep_counts(model, report_ratios),
-    "uniform": lambda model, scores, ratio, report_ratios: keep_counts(model, uniform_allocation(model, ratio)),
-    "global": lambda model, scores, ratio, report_ratios: global_counts(model, scores, ratio),
+    REPORT: lambda model, scores, ratio, report_ratios: keep_counts(model, report_ratios),
+    UNIFORM: lambda model, scores, ratio, report_ratios: keep_counts(model, uniform_allocation(model, ratio)),
+    GLOBAL: lambda model, scores, ratio, report_ratios: global_counts(model, scores, ratio),
 }
 """Allocation name -> how many filters each layer keeps."""
 
@@ -210,7 +211,7 @@ def allocation_counts(model: nn.Module, allocation: str, filter_scores: dict, ra
     """Filters kept per layer under ``allocation`` ("report" uses ``report_ratios``)."""
     if allocation not in ALLOCATIONS:
         raise PruningError(f"unknown allocation {allocation!r}; valid: {', '.join(ALLOCATIONS)}")
-    if allocation == "report" and report_ratios is None:
+    if allocation == REPORT and report_ratios is None:
         raise PruningError("the 'report' allocation needs report_ratios (pruning.report_allocation)")
     return ALLOCATIONS[allocation](model, filter_scores, ratio, report_ratios)
 

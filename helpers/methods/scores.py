@@ -10,6 +10,7 @@ from torch import nn
 
 from ..core import checkpoint
 from .criteria import ScoreError, check_scores, compute_scores
+from ..core.vocabulary import GRADIENT, LRP
 
 HINT = "run 02_relevance.ipynb first"
 
@@ -65,14 +66,14 @@ def rank_correlation(table: pd.DataFrame) -> pd.DataFrame:
     return wide.corr(method="pearson")  # Pearson on ranks = Spearman
 
 
-def timing_table(all_scores: dict[str, dict], reference: str = "gradient") -> pd.DataFrame:
+def timing_table(all_scores: dict[str, dict], reference: str = GRADIENT) -> pd.DataFrame:
     """Seconds each criterion took, and the ratio to ``reference`` (when it was computed)."""
     ref = all_scores[reference]["seconds"] if reference in all_scores else float("nan")
     return pd.DataFrame([{"criterion": n, "images": s["n_images"], "seconds": round(s["seconds"], 3),
                           f"x_{reference}": round(s["seconds"] / ref, 3)} for n, s in all_scores.items()])
 
 
-def benchmark(model: nn.Module, ref, names=("lrp", "gradient"), repeats: int = 3, **kwargs) -> pd.DataFrame:
+def benchmark(model: nn.Module, ref, names=(LRP, GRADIENT), repeats: int = 3, **kwargs) -> pd.DataFrame:
     """Median seconds of each criterion on the same reference images, run in alternation after
     one warm-up call each (so neither pays for first-call set-up), and the ratio to the last."""
     for n in names:

@@ -10,12 +10,16 @@ and says so; otherwise it says why not and trains (``-p retrain true`` trains in
 """
 from __future__ import annotations
 
+import dataclasses
+import datetime
 import hashlib
+import platform
 import shutil
 import sys
 from pathlib import Path
 
 import pandas as pd
+import torch
 from torch import nn
 
 from ..core import artifacts, checkpoint, config, models
@@ -23,8 +27,8 @@ from . import training
 
 MODEL, MANIFEST = "baseline_model.pt", "baseline_manifest.json"
 MAX_BYTES = 4_000_000
-SETTINGS = ("arch", "width", "pretrained", "input_size", "dataset", "val_per_class", "epochs", "batch_size", "lr",
-            "momentum", "weight_decay", "label_smoothing", "schedule", "warmup", "seed")
+SETTINGS = ("arch", "width", "pretrained", "input_size", "dataset", "val_per_class", "subset_per_class", "epochs",
+            "batch_size", "lr", "momentum", "weight_decay", "label_smoothing", "schedule", "warmup", "seed")
 """The profile fields a shipped baseline must have been trained with to stand for a training run."""
 
 
@@ -55,7 +59,8 @@ def problem(p: config.Profile, spec: dict) -> str:
     if obj.get("spec") != spec:
         return f"{where} holds another network ({obj.get('spec')}) than the profile builds ({spec})"
     saved = obj.get("profile", {})
-    changed = [k for k in SETTINGS if saved.get(k) != getattr(p, k)]
+    default = {f.name: f.default for f in dataclasses.fields(config.Profile)}  # a field newer than the file
+    changed = [k for k in SETTINGS if saved.get(k, default[k]) != getattr(p, k)]
     if changed:
         return f"{where} was trained with other settings ({', '.join(changed)}) than the profile's now"
     return ""
@@ -95,8 +100,19 @@ def ship(p: config.Profile) -> Path:
         raise ValueError(f"{source} is {source.stat().st_size:,} bytes; a shipped baseline may have {MAX_BYTES:,}")
     target = p.figures / MODEL
     checkpoint.atomic_write(target, lambda tmp: shutil.copyfile(source, tmp))
-    checkpoint.save_json({"file": MODEL, "sha256": sha256(target), "profile": p.name}, p.figures / MANIFEST)
+    obj = checkpoint.load(target, kind="model")
+    checkpoint.save_json({"file": MODEL, "sha256": sha256(target), "profile": p.name,
+                          "metrics": {k: obj["metrics"][k] for k in ("test_acc", "test_loss", "parameters", "epochs")
+                                      if k in obj.get("metrics", {})},
+                          "machine": _machine(), "shipped": datetime.date.today().isoformat()}, p.figures / MANIFEST)
     return target
+
+
+def _machine() -> str:
+    """The machine shipping runs on, as torch sees it (ship right after 01 trains, so it is the one that
+    trained: arithmetic differs by CPU kind)."""
+    return f"{platform.machine()}, torch CPU capability {torch.backends.cpu.get_cpu_capability()}, " \
+        f"{torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from ..core.vocabulary import LRP
+
 NEXT = {"01": ("02_relevance", "scores every filter and weight by each criterion"),
         "02": ("03_unstructured_pruning", "removes the lowest-scored weights"),
         "03": ("04_structured_pruning", "removes whole filters"),
@@ -51,11 +53,11 @@ def baseline(metrics: dict, history: pd.DataFrame) -> list[str]:
 
 def relevance(bench: pd.DataFrame, corr: pd.DataFrame, target: float = 2.0) -> list[str]:
     """Notebook 02: what LRP costs against the gradient, and how alike the rankings are."""
-    ratio = bench.set_index("criterion").loc["lrp", "x_gradient"]
+    ratio = bench.set_index("criterion").loc[LRP, "x_gradient"]
     lines = [f"LRP scores take {ratio:.2f}x the time of the gradient criterion on the same images "
              f"(median of the benchmark; target at most {target:g}x: {'met' if ratio <= target else 'missed'})."]
-    if "lrp" in corr.index:
-        others = corr.loc["lrp"].drop("lrp").sort_values()
+    if LRP in corr.index:
+        others = corr.loc[LRP].drop(LRP).sort_values()
         lines.append("Rank correlation of LRP's filter scores with the others: "
                      + ", ".join(f"{c} {v:.2f}" for c, v in others.items())
                      + f"; LRP ranks filters most like {others.index[-1]} and least like {others.index[0]}.")
@@ -71,8 +73,8 @@ def unstructured(sweep: pd.DataFrame, storage: pd.DataFrame | None = None, max_d
              "unpruned validation accuracy: " + ", ".join(f"{c} {s:.0%}" for c, s in reach.items()) + "."]
     if len(reach) > 1:
         lines.append(f"{reach.index[0]} goes furthest, {reach.index[-1]} least far"
-                     + (f"; LRP is behind {', '.join(reach.index[:list(reach.index).index('lrp')])}."
-                        if "lrp" in reach.index and reach.index[0] != "lrp" else "."))
+                     + (f"; LRP is behind {', '.join(reach.index[:list(reach.index).index(LRP)])}."
+                        if LRP in reach.index and reach.index[0] != LRP else "."))
     if storage is not None and len(storage):
         s = storage.iloc[0]
         lines.append(f"At {s.sparsity:.0%} sparsity, storing the weights as bitmask + values makes the file "

@@ -11,6 +11,7 @@ import seaborn as sns
 import torch
 
 from ..core.checkpoint import atomic_write
+from ..core.vocabulary import COMBINED, COMPUTE, CONTROL, ROUTES, SIZE
 
 
 def use_style() -> None:
@@ -154,20 +155,20 @@ def headline(points: pd.DataFrame, baseline_acc: float, max_drop: float = 1.0):
     criterion and weight grid (a narrower int8 grid dashed), one panel per route, with the
     baseline and the ``max_drop`` band below it shaded, and the unpruned network fine-tuned alike
     (the control) where it ran."""
-    routes = [r for r in ("compute", "size", "combined") if r in set(points["route"])]
+    routes = [r for r in ROUTES if r in set(points["route"])]
     fig, axes = plt.subplots(1, len(routes), figsize=(5.2 * len(routes), 4), sharey=True, squeeze=False)
-    xlabel = {"compute": "parameter reduction", "size": "file-size reduction (int8, sparse, LZMA)",
-              "combined": "file-size reduction (filters, then weights)"}
-    palette = dict(zip(sorted(set(points["criterion"]) - {"none"}), sns.color_palette()))
+    xlabel = {COMPUTE: "parameter reduction", SIZE: "file-size reduction (int8, sparse, LZMA)",
+              COMBINED: "file-size reduction (filters, then weights)"}
+    palette = dict(zip(sorted(set(points["criterion"]) - {CONTROL}), sns.color_palette()))
     for ax, route in zip(axes[0], routes):
         d = points[points["route"] == route]
-        for (name, bits), g in d[d["criterion"] != "none"].groupby(["criterion", "weight_bits"]):
+        for (name, bits), g in d[d["criterion"] != CONTROL].groupby(["criterion", "weight_bits"]):
             g = g.sort_values("compression_x")
             narrow = bits < 8  # int8 weights on a narrower grid: dashed
             ax.errorbar(g["compression_x"], g["test_acc_mean"], yerr=g["test_acc_std"], marker="s" if narrow else "o",
                         ls="--" if narrow else "-", capsize=3, color=palette[name],
                         label=f"{name}{f', {int(bits)}-bit' if narrow else ''} (n={int(g['n'].min())})")
-        control = d[d["criterion"] == "none"]
+        control = d[d["criterion"] == CONTROL]
         if len(control):
             ax.errorbar(control["compression_x"], control["test_acc_mean"], yerr=control["test_acc_std"],
                         marker="*", ms=12, color="black", ls="", label="unpruned, fine-tuned alike")
@@ -293,7 +294,7 @@ def budget(table: pd.DataFrame, max_drop: float = 1.0):
         ax.set_xscale("log", base=2)
         ax.set_xticks(g["budget_epochs"], [f"{b:g}" for b in g["budget_epochs"]])
         ax.xaxis.set_minor_formatter(NullFormatter())
-        what = f"{g['compression_x'].mean():.1f}x file" if route != "compute" else \
+        what = f"{g['compression_x'].mean():.1f}x file" if route != COMPUTE else \
             f"{g['compression_x'].mean():.2f}x params, {g['flops_x'].mean():.2f}x FLOPs"
         ax.set_title(f"{route}: {name} at {point:g} ({what})", fontsize=10)
         ax.set_xlabel("fine-tuning budget (epochs)")

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..core import config, measure, models
+from ..core.vocabulary import UNIFORM
 from ..methods import pruning
 from ..methods.criteria import weight_magnitude
 from ..reporting.report import speed_finding
@@ -49,7 +50,7 @@ def half_flops_models(model: nn.Module, filter_scores: dict, input_size: int,
                       round_to: int = 16) -> dict[str, nn.Module]:
     """The speed benchmark's pruned models: uniform, and uniform with kept counts aligned to
     ``round_to`` (16: the AVX-512 float vector width)."""
-    return {"uniform": half_flops_model(model, filter_scores, input_size),
+    return {UNIFORM: half_flops_model(model, filter_scores, input_size),
             f"uniform, multiples of {round_to}": half_flops_model(model, filter_scores, input_size, round_to)}
 
 

@@ -21,13 +21,14 @@ import pandas as pd
 from torch import nn
 
 from ..core import artifacts, checkpoint, config, progress, stats
+from ..core.vocabulary import COMPUTE, LRP, SIZE, WEIGHT
 from ..methods import criteria, finetune
 from ..reporting import plots, report, tables
 from . import headline, recipe, routes
 from ..core.data import Data, load_data
 from ..methods.training import evaluate, load_artifact
 
-STUDY = (("size", "weight", 0.75), ("size", "weight", 0.8), ("compute", "lrp", 0.45))
+STUDY = ((SIZE, WEIGHT, 0.75), (SIZE, WEIGHT, 0.8), (COMPUTE, LRP, 0.45))
 """Default points, (route, criterion, point): beyond the headline's reach at the series' budget,
 where the pruned networks meet the targets. On cpu, the FLOPs target binds on the compute route:
 at 45 % of the filters LRP's network has 3.62x fewer parameters and 1.53x fewer FLOPs (on the
@@ -108,7 +109,7 @@ def sentences(table: pd.DataFrame, max_drop: float = 1.0) -> list[str]:
     lines = []
     for (route, name, point), g in table.groupby(KEYS[:3], sort=False):
         g = g.sort_values("budget_epochs")
-        what = (f"{g['compression_x'].mean():.1f}x smaller file" if route != "compute" else
+        what = (f"{g['compression_x'].mean():.1f}x smaller file" if route != COMPUTE else
                 f"{g['compression_x'].mean():.2f}x fewer parameters, {g['flops_x'].mean():.2f}x fewer FLOPs")
         drops = ", ".join(f"{r.budget_epochs:g}: {r.val_drop:.2f}" for r in g.itertuples())
         hit = g[g["within"]]
@@ -165,7 +166,7 @@ def _study(ap: argparse.ArgumentParser, points: list | None) -> tuple:
     """The ``--point`` arguments as (route, criterion, point), checked."""
     out = []
     for route, name, point in points or STUDY:
-        if route not in ("compute", "size"):
+        if route not in (COMPUTE, SIZE):
             ap.error(f"--point: route must be compute or size, got {route!r}")
         if name not in criteria.CRITERIA:
             ap.error(f"--point: unknown criterion {name!r}; valid: {', '.join(criteria.CRITERIA)}")

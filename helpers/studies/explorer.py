@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ..core import config, measure
+from ..core.vocabulary import GLOBAL, LRP, REPORT
 from ..methods import composites, criteria, pruning
 from ..core.data import Data, Split, batches, class_balanced_sample, denormalize, normalize
 from ..methods.training import evaluate
@@ -65,7 +66,7 @@ def scores_for(ex: Explorer, criterion: str, composite: str) -> dict:
     """The criterion's scores on the reference set (LRP with ``composite``), cached."""
     if criterion not in criteria.CRITERIA:
         raise ExplorerError(f"unknown criterion {criterion!r}; valid: {', '.join(criteria.CRITERIA)}")
-    key = (criterion, composite if criterion == "lrp" else "")
+    key = (criterion, composite if criterion == LRP else "")
     if key not in ex.cache:
         try:
             composites.check(composite)
@@ -86,12 +87,12 @@ def prune(ex: Explorer, criterion: str, composite: str, allocation: str, kind: s
         raise ExplorerError(f"the amount to remove must lie in [0, 1), got {amount!r}")
     s = scores_for(ex, criterion, composite)
     if kind == "weights":
-        if allocation != "global":
+        if allocation != GLOBAL:
             raise ExplorerError(f"weights are ranked globally; the '{allocation}' allocation applies to filters only")
         return pruning.unstructured_prune(ex.model, s, amount)
     if allocation not in pruning.ALLOCATIONS:
         raise ExplorerError(f"unknown allocation {allocation!r}; valid: {', '.join(pruning.ALLOCATIONS)}")
-    ratios = pruning.report_allocation(ex.model, s, amount) if allocation == "report" else None
+    ratios = pruning.report_allocation(ex.model, s, amount) if allocation == REPORT else None
     counts = pruning.allocation_counts(ex.model, allocation, s["filter"], amount, ratios)
     return pruning.prune_filters(ex.model, s["filter"], counts, ex.p.input_size)
 

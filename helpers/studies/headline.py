@@ -14,7 +14,7 @@ import pandas as pd
 from IPython.display import Markdown
 
 from ..core import stats
-from ..core.vocabulary import STATUSES
+from ..core.vocabulary import COMBINED, COMPUTE, CONTROL, LRP, SIZE, STATUSES
 from ..reporting import tables
 from ..reporting.findings import within
 
@@ -28,12 +28,12 @@ SCHEDULE_COLUMNS = ["criterion", "fraction", "n", "oneshot_test", "iterative_tes
                     "oneshot_flops", "iterative_flops"]
 PAIRED_COLUMNS = ["route", "point", "weight_bits", "criterion", "n", "mean", "std", "low", "high", "half_width",
                   "resolved", "p", "seeds_needed", "p_holm", "resolved_holm"]
-TARGETS = {"size": 12.0, "compute": 2.5}   # compression within 1 point (file size; parameters)
+TARGETS = {SIZE: 12.0, COMPUTE: 2.5}   # compression within 1 point (file size; parameters)
 FLOPS_TARGET = 1.5                           # compute route: FLOPs reduction within 1 point
 
 
-ROUTE_MEANS = {"compute": (["criterion", "point"], ["val_acc", "test_acc", "compression_x", "flops_x"]),
-               "size": (["criterion", "point", "weight_bits"],
+ROUTE_MEANS = {COMPUTE: (["criterion", "point"], ["val_acc", "test_acc", "compression_x", "flops_x"]),
+               SIZE: (["criterion", "point", "weight_bits"],
                         ["val_acc", "test_acc", "compression_x", "compression_x_uncompressed"])}
 """What notebook 06 shows of a route's runs: the keys and the columns averaged over seeds."""
 
@@ -61,7 +61,7 @@ def table(rows: pd.DataFrame, baseline_val: float, baseline_test: float, max_dro
     (point, weight grid) of largest mean compression whose mean validation accuracy is at most
     ``max_drop`` below the baseline's, with test accuracy (n, mean, std) and compression read there."""
     ok = finished(rows)
-    ok = ok[ok["criterion"] != "none"]
+    ok = ok[ok["criterion"] != CONTROL]
     keys = ["route", "criterion", *POINT]
     means = ok.groupby(keys, as_index=False, sort=False)[["val_acc", "compression_x", "flops_x"]].mean()
     within = means[means["val_acc"] >= baseline_val - max_drop]
@@ -76,7 +76,7 @@ def table(rows: pd.DataFrame, baseline_val: float, baseline_test: float, max_dro
     return out.reindex(columns=COLUMNS)
 
 
-def paired(rows: pd.DataFrame, reference: str = "lrp", confidence: float = 0.95) -> pd.DataFrame:
+def paired(rows: pd.DataFrame, reference: str = LRP, confidence: float = 0.95) -> pd.DataFrame:
     """``reference`` minus each other criterion, test accuracy, paired by seed, at every route
     and point where both finished; the seeds a ±0.5-point interval would need; the t-test's p
     and its Holm adjustment over every row (:func:`stats.with_holm`)."""
@@ -86,7 +86,7 @@ def paired(rows: pd.DataFrame, reference: str = "lrp", confidence: float = 0.95)
         wide = g.pivot_table(index="seed", columns="criterion", values="test_acc")
         if reference not in wide:
             continue
-        for other in [c for c in wide.columns if c not in (reference, "none")]:
+        for other in [c for c in wide.columns if c not in (reference, CONTROL)]:
             both = wide[[reference, other]].dropna()
             if len(both) == 0:
                 continue
@@ -129,10 +129,10 @@ def _combined_sentence(rows: pd.DataFrame, head: pd.DataFrame, baseline_test: fl
                        max_drop: float = 1.0) -> list[str]:
     """What the combined route reached, whether or not it stays within ``max_drop`` (the
     headline table only holds the points that do)."""
-    ok = finished(rows[rows["route"] == "combined"]) if "route" in rows else rows.iloc[:0]
+    ok = finished(rows[rows["route"] == COMBINED]) if "route" in rows else rows.iloc[:0]
     if ok.empty:
         return []
-    kept = {tuple(r) for r in head[(head["route"] == "combined")].dropna(subset=["compression_x"])[
+    kept = {tuple(r) for r in head[(head["route"] == COMBINED)].dropna(subset=["compression_x"])[
         ["criterion", "filters_removed_or_sparsity", "weight_bits"]].itertuples(index=False)}
     parts = [f"{name} ({f:.0%} of the filters, then {sp:.0%} of the weights, {grid(bits)}): "
              f"{g['compression_x'].mean():.2f}x smaller file and {g['flops_x'].mean():.2f}x fewer FLOPs, test "
@@ -144,14 +144,14 @@ def _combined_sentence(rows: pd.DataFrame, head: pd.DataFrame, baseline_test: fl
 
 
 def _route_sentence(h: pd.DataFrame, route: str, target: float, max_drop: float = 1.0) -> str:
-    unit = "smaller file" if route != "compute" else "fewer parameters"
+    unit = "smaller file" if route != COMPUTE else "fewer parameters"
     reached = h.dropna(subset=["compression_x"])
     if reached.empty:
         return f"{route} route: no criterion stays {within(max_drop)} at any point tried (target {target:g}x)."
     best = reached.loc[reached["compression_x"].idxmax()]
-    met = best["compression_x"] >= target and (route != "compute" or best["flops_x"] >= FLOPS_TARGET)
-    extra = f" and {best['flops_x']:.2f}x fewer FLOPs (target {FLOPS_TARGET}x)" if route == "compute" else ""
-    at = "" if route == "compute" else f", {grid(best['weight_bits'])}"
+    met = best["compression_x"] >= target and (route != COMPUTE or best["flops_x"] >= FLOPS_TARGET)
+    extra = f" and {best['flops_x']:.2f}x fewer FLOPs (target {FLOPS_TARGET}x)" if route == COMPUTE else ""
+    at = "" if route == COMPUTE else f", {grid(best['weight_bits'])}"
     return (f"{route} route: the largest compression {within(max_drop)} is {best['criterion']}'s "
             f"{best['compression_x']:.2f}x {unit}{extra} at {best['filters_removed_or_sparsity']:g}{at}, test "
             f"{best['test_acc_mean']:.2f} ± {best['test_acc_std']:.2f} % (n={int(best['n_seeds'])}, drop "
@@ -221,10 +221,10 @@ def section(head: pd.DataFrame, pairs: pd.DataFrame, lines: list[str], base: dic
         *[f"- {line}" for line in lines]])
 
 
-def common_fraction(head: pd.DataFrame, fractions: tuple, reference: str = "lrp") -> float:
+def common_fraction(head: pd.DataFrame, fractions: tuple, reference: str = LRP) -> float:
     """The compute route's headline fraction: ``reference``'s, else the largest any criterion
     reaches in the headline table, else the smallest fraction tried."""
-    c = head[(head["route"] == "compute")].dropna(subset=["filters_removed_or_sparsity"]).set_index("criterion")
+    c = head[(head["route"] == COMPUTE)].dropna(subset=["filters_removed_or_sparsity"]).set_index("criterion")
     if reference in c.index:
         return float(c.loc[reference, "filters_removed_or_sparsity"])
     return float(c["filters_removed_or_sparsity"].max()) if len(c) else float(min(fractions))
@@ -235,7 +235,7 @@ def schedules(rows: pd.DataFrame, iterative: pd.DataFrame, fraction: float) -> p
     by seed, per criterion, with both schedules' mean accuracy, parameters and FLOPs; a criterion
     with no finished pair keeps its row, with ``n`` 0 and no numbers."""
     one = finished(rows)
-    one = one[(one["route"] == "compute") & (one["point"] == fraction)].set_index(["criterion", "seed"])
+    one = one[(one["route"] == COMPUTE) & (one["point"] == fraction)].set_index(["criterion", "seed"])
     it = finished(iterative).set_index(["criterion", "seed"])
     out = []
     for name in iterative["criterion"].unique():
@@ -303,6 +303,6 @@ def report_point_sentence(results: pd.DataFrame, base_test: float) -> str:
 
 def seeds_note(p) -> str:
     """Where a route runs more seeds than ``p.seeds``, e.g. `` (5 on the compute route)``."""
-    more = [f"{n} on the {route} route" for route, n in (("compute", p.compute_seeds), ("size", p.size_seeds))
+    more = [f"{n} on the {route} route" for route, n in ((COMPUTE, p.compute_seeds), (SIZE, p.size_seeds))
             if n and n != p.seeds]
     return f" ({', '.join(more)})" if more else ""

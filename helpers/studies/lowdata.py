@@ -34,10 +34,13 @@ from ..methods.criteria import compute_scores, nested_scores
 from ..core.data import Data, Split, batches, class_balanced_sample, stratified_split
 from ..methods.scores import fingerprint
 from ..methods.training import evaluate, hits
+from ..core.vocabulary import EPSILON_PLUS_FLAT, GLOBAL, GRADIENT, LRP, RANDOM, TAYLOR, WEIGHT
 
 OTHERS = vocabulary.OTHER_CRITERIA
-SEED_FREE = ("weight",)          # one score set, whatever the seed and reference size
-REF_FREE = ("weight", "random")  # independent of the reference images
+SEED_FREE = (WEIGHT,)        # one score set, whatever the seed and reference size
+REF_FREE = (WEIGHT, RANDOM)  # independent of the reference images
+SEARCHED = f"{LRP} (searched)"
+"""The label of the searched composite's rows."""
 SEARCH_START = composites.depth_name({g: ("epsilon", composites.EPSILON) for g in composites.GROUPS})
 SEARCH_CANDIDATES = {  # rules tried per group, top group first (relevance flows top-down)
     "dense": (("epsilon", composites.EPSILON), ("epsilon", 0.25)),
@@ -179,7 +182,7 @@ def curves(model: nn.Module, s: dict, ev: Split, recal: list, p: config.Profile,
     unstructured sparsity, pruned by scores ``s`` (and on ``confirm`` too, when given)."""
     rows = []
     for f in fractions:
-        counts = pruning.allocation_counts(model, "global", s["filter"], f)
+        counts = pruning.allocation_counts(model, GLOBAL, s["filter"], f)
         rows += _accuracies("structured", f, pruning.prune_filters(model, s["filter"], counts, p.input_size),
                             ev, recal, p, confirm)
     for sp in sparsities:
@@ -188,7 +191,7 @@ def curves(model: nn.Module, s: dict, ev: Split, recal: list, p: config.Profile,
 
 
 def _score(model, ref, criterion, composite, seed, p):
-    return compute_scores(model, ref, criterion, composite=composite or "epsilon_plus_flat", seed=seed,
+    return compute_scores(model, ref, criterion, composite=composite or EPSILON_PLUS_FLAT, seed=seed,
                           size=p.input_size)
 
 
@@ -227,10 +230,10 @@ def seed_scores(model, d: Data, study: Study, p, seed: int) -> list[tuple[int, d
     A composite with the same scores as an earlier one (:func:`duplicates`) is not scored."""
     chunks = reference_chunks(d, study.ref_sizes, seed, p.val_per_class)
     out, skip = [], duplicates(list(study.composites))
-    data_driven = [("lrp", c) for c in study.composites if c not in skip] + \
+    data_driven = [(LRP, c) for c in study.composites if c not in skip] + \
         [(o, "") for o in study.others if o not in REF_FREE]
     for criterion, composite in data_driven:
-        nested = nested_scores(model, chunks, criterion, composite=composite or "epsilon_plus_flat",
+        nested = nested_scores(model, chunks, criterion, composite=composite or EPSILON_PLUS_FLAT,
                                seed=seed, size=p.input_size)
         out += list(zip(study.ref_sizes, nested))
     for o in study.others:
@@ -249,7 +252,7 @@ def run_block(model, d: Data, study: Study, ev: Split, recal: list, p, seed: int
             rows.append({"criterion": s["criterion"], "composite": s["composite"], "ref_per_class": ref_size,
                          "seed": seed, "score_seconds": s["seconds"], **r})
     block = pd.DataFrame(rows)
-    twins = [block[(block["criterion"] == "lrp") & (block["composite"] == b)].assign(composite=c)
+    twins = [block[(block["criterion"] == LRP) & (block["composite"] == b)].assign(composite=c)
              for c, b in duplicates(list(study.composites)).items()]
     return pd.concat([block, *twins], ignore_index=True)
 
@@ -267,11 +270,11 @@ def run(model: nn.Module, d: Data, study: Study, ev: Split, recal: list, p: conf
     folder = artifacts.lowdata(p).path / study.key(model)
     blocks = []
     for seed in progress.steps(study.seeds, "low-data study, seed"):
-        path = folder / f"seed{seed}.csv"
-        if not path.exists():
-            block = run_block(model, d, study, ev, recal, p, seed, confirm)
-            checkpoint.atomic_write(path, lambda tmp: block.to_csv(tmp, index=False))
-        blocks.append(pd.read_csv(path, keep_default_na=False, dtype={"confirm_hits": str}))  # hex, not numbers
+        blocks.append(artifacts.resumable(
+            folder / f"seed{seed}.csv", lambda: run_block(model, d, study, ev, recal, p, seed, confirm),
+            lambda block, path: checkpoint.atomic_write(path, lambda tmp: block.to_csv(tmp, index=False)),
+            lambda path: pd.read_csv(path, keep_default_na=False, dtype={"confirm_hits": str}),  # hex, not numbers
+            reread=True))
     return _repeat_reference_free(pd.concat(blocks, ignore_index=True), study)
 
 
@@ -281,7 +284,7 @@ def _repeat_reference_free(rows: pd.DataFrame, study: Study) -> pd.DataFrame:
     copies = [rows[~rows["criterion"].isin(REF_FREE)]]
     for r in study.ref_sizes:
         for s in study.seeds:
-            part = free[(free["criterion"] == "random") & (free["seed"] == s)]
+            part = free[(free["criterion"] == RANDOM) & (free["seed"] == s)]
             if s == study.seeds[0]:
                 part = pd.concat([part, free[free["criterion"].isin(SEED_FREE)]])
             copies.append(part.assign(ref_per_class=r))
@@ -292,9 +295,9 @@ def _repeat_reference_free(rows: pd.DataFrame, study: Study) -> pd.DataFrame:
 
 def label(criterion: str, composite: str) -> str:
     """``lrp (epsilon)`` for LRP rows, the criterion's name otherwise."""
-    if criterion != "lrp":
+    if criterion != LRP:
         return criterion
-    return "lrp (searched)" if composite.startswith(composites.DEPTH_PREFIX) else f"lrp ({composite})"
+    return SEARCHED if composite.startswith(composites.DEPTH_PREFIX) else f"{LRP} ({composite})"
 
 
 # ----------------------------------------------------------------------------- rule search
@@ -310,7 +313,7 @@ def rule_search(model: nn.Module, d: Data, ev: Split, p: config.Profile, fractio
     def score(name):
         if name not in seen:
             aucs = [stats.auc(fractions, [r["val_acc"] for r in curves(
-                model, _score(model, ref, "lrp", name, s, p), ev, [], p, fractions, ())])
+                model, _score(model, ref, LRP, name, s, p), ev, [], p, fractions, ())])
                 for s, ref in zip(seeds, refs)]
             seen[name] = sum(aucs) / len(aucs)
         return seen[name]
@@ -345,8 +348,8 @@ def paired(aucs: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (kind, bn, r), g in aucs.groupby(["kind", "bn_recalibrated", "ref_per_class"], sort=False):
         by = {lab: x.set_index("seed")["auc"] for lab, x in g.groupby("label")}
-        for a in [lab for lab in by if lab.startswith("lrp")]:
-            for b in [lab for lab in by if not lab.startswith("lrp")]:
+        for a in [lab for lab in by if lab.startswith(LRP)]:
+            for b in [lab for lab in by if not lab.startswith(LRP)]:
                 other = by[b].reindex(by[a].index, fill_value=by[b].iloc[0]) if len(by[b]) == 1 else by[b]
                 common = by[a].index.intersection(other.index)
                 d = stats.paired_difference(by[a][common], other[common])
@@ -356,9 +359,8 @@ def paired(aucs: pd.DataFrame) -> pd.DataFrame:
     return stats.with_holm(out)
 
 
-CONFIRMED_OTHERS = ("weight", "taylor", "gradient")
+CONFIRMED_OTHERS = (WEIGHT, TAYLOR, GRADIENT)
 """The criteria the confirmation compares LRP with (random, the floor, is not a contender)."""
-SEARCHED = "lrp (searched)"
 
 
 def trapezoid_weights(x) -> np.ndarray:
@@ -371,7 +373,7 @@ def trapezoid_weights(x) -> np.ndarray:
 def best_stock(summary: pd.DataFrame, kind: str, bn: bool, ref: int) -> str:
     """The stock LRP composite (not the searched one) with the largest mean screen AUC in a setting."""
     s = summary[(summary["kind"] == kind) & (summary["bn_recalibrated"] == bn) & (summary["ref_per_class"] == ref)
-                & summary["label"].str.startswith("lrp (") & (summary["label"] != SEARCHED)]
+                & summary["label"].str.startswith(f"{LRP} (") & (summary["label"] != SEARCHED)]
     return s.loc[s["auc_mean"].idxmax(), "label"]
 
 
@@ -398,7 +400,7 @@ def confirmation(rows: pd.DataFrame, summary: pd.DataFrame, pairs: pd.DataFrame,
     screen's paired interval on its fewer images, for the width the confirmation buys."""
     out = []
     for (kind, bn, ref), g in rows.groupby(["kind", "bn_recalibrated", "ref_per_class"], sort=False):
-        seeds = sorted(g.loc[g["label"].str.startswith("lrp"), "seed"].unique())
+        seeds = sorted(g.loc[g["label"].str.startswith(LRP), "seed"].unique())
         fractions = sorted(g["fraction"].unique())
         w = trapezoid_weights(fractions)
         others = [o for o in CONFIRMED_OTHERS if o in set(g["label"])]
@@ -449,7 +451,7 @@ def charge_confirmation(timer: "Timer", rows: pd.DataFrame) -> None:
 def lrp_for_conclusions(labels) -> str:
     """The LRP variant the conclusions speak for: the searched composite (chosen on the other
     validation half, so not selected on the numbers compared), else Yeom et al.'s default."""
-    return "lrp (searched)" if "lrp (searched)" in set(labels) else "lrp (epsilon_plus_flat)"
+    return SEARCHED if SEARCHED in set(labels) else f"{LRP} ({EPSILON_PLUS_FLAT})"
 
 
 def conclusions(summary: pd.DataFrame, pairs: pd.DataFrame) -> list[str]:
@@ -461,7 +463,7 @@ def conclusions(summary: pd.DataFrame, pairs: pd.DataFrame) -> list[str]:
         where = "after BatchNorm recalibration" if bn else "as pruned"
         parts = []
         for r, g in s.groupby("ref_per_class"):
-            oth = g[~g["label"].str.startswith("lrp")].sort_values("auc_mean").iloc[-1]["label"]
+            oth = g[~g["label"].str.startswith(LRP)].sort_values("auc_mean").iloc[-1]["label"]
             d = pairs[(pairs["kind"] == kind) & (pairs["bn_recalibrated"] == bn) & (pairs["ref_per_class"] == r)
                       & (pairs["lrp"] == lrp) & (pairs["other"] == oth)].iloc[0]
             verdict = "resolved" if d["resolved_holm"] else "not resolved"
@@ -485,7 +487,7 @@ def confirmed_conclusions(confirm: pd.DataFrame) -> list[str]:
         parts = []
         for r, g in s.groupby("ref_per_class"):
             best = g[g["lrp"] != SEARCHED]
-            w = best[best["other"] == "weight"].iloc[0] if (best["other"] == "weight").any() else best.iloc[0]
+            w = best[best["other"] == WEIGHT].iloc[0] if (best["other"] == WEIGHT).any() else best.iloc[0]
             rest = ", ".join(f"{x.verdict} {x.other}" for x in best.itertuples() if x.other != w["other"])
             searched = g[g["lrp"] == SEARCHED]
             parts.append(f"{r}/class: `{w['lrp']}` {w['verdict']} {w['other']} ({w['diff_mean']:+.2f} "
@@ -502,7 +504,7 @@ def confirmed_conclusions(confirm: pd.DataFrame) -> list[str]:
 def search_sentence(summary: pd.DataFrame, search_table: pd.DataFrame, p: config.Profile) -> str:
     """Whether the searched rule beat the best stock composite on the comparison half's screen,
     and what of the search's design may explain it when it did not."""
-    lrp = summary[summary["label"].str.startswith("lrp (")]
+    lrp = summary[summary["label"].str.startswith(f"{LRP} (")]
     wins, total = 0, 0
     for (kind, bn, ref), g in lrp.groupby(["kind", "bn_recalibrated", "ref_per_class"]):
         mean = g.set_index("label")["auc_mean"]
@@ -531,9 +533,9 @@ def relevance_timing(model: nn.Module, ref: Split, composite_names, p: config.Pr
     from ..methods.scores import benchmark
     rows = []
     for c in composite_names:
-        b = benchmark(model, ref, ("lrp", "gradient"), repeats=5, composite=c, size=p.input_size).set_index("criterion")
-        rows.append({"composite": c, "images": len(ref), "lrp_s": b.loc["lrp", "median_seconds"],
-                     "gradient_s": b.loc["gradient", "median_seconds"], "x_gradient": b.loc["lrp", "x_gradient"]})
+        b = benchmark(model, ref, (LRP, GRADIENT), repeats=5, composite=c, size=p.input_size).set_index("criterion")
+        rows.append({"composite": c, "images": len(ref), "lrp_s": b.loc[LRP, "median_seconds"],
+                     "gradient_s": b.loc[GRADIENT, "median_seconds"], "x_gradient": b.loc[LRP, "x_gradient"]})
     return pd.DataFrame(rows)
 
 
@@ -542,7 +544,7 @@ def test_auc(model: nn.Module, d: Data, composite: str, study: Study, ref_size: 
     seeds: the only time the study reads the test split."""
     aucs = []
     for seed in study.seeds:
-        s = _score(model, reference(d, ref_size, seed, p.val_per_class), "lrp", composite, seed, p)
+        s = _score(model, reference(d, ref_size, seed, p.val_per_class), LRP, composite, seed, p)
         acc = [r["val_acc"] for r in curves(model, s, d.test, [], p, study.fractions, ())]
         aucs.append(stats.auc(study.fractions, acc))
     t = torch.tensor(aucs, dtype=torch.float64)
@@ -604,7 +606,7 @@ def confirm_pivot(confirm: pd.DataFrame) -> pd.DataFrame:
     ``+0.74 [+0.10, +1.40] ahead (epsilon)``."""
     role = ["searched" if a == SEARCHED else "best stock" for a in confirm["lrp"]]
     cells = confirm.assign(lrp=role, diff=[
-        f"{m:+.2f} [{lo:+.2f}, {hi:+.2f}] {v}" + ("" if a == SEARCHED else f" ({a[5:-1]})")
+        f"{m:+.2f} [{lo:+.2f}, {hi:+.2f}] {v}" + ("" if a == SEARCHED else f" ({a[len(LRP) + 2:-1]})")
         for m, lo, hi, v, a in zip(confirm["diff_mean"], confirm["diff_low"], confirm["diff_high"],
                                    confirm["verdict"], confirm["lrp"])])
     wide = cells.pivot_table(index=["kind", "bn_recalibrated", "lrp", "other"], columns="ref_per_class",

@@ -17,6 +17,7 @@ import pandas as pd
 from torch import nn
 
 from ..core import artifacts, config, stats
+from ..core.vocabulary import COMPUTE, LRP
 from . import routes
 from ..core.data import Data
 
@@ -45,7 +46,7 @@ def search(baseline: nn.Module, lrp_scores: dict, d: Data, p: config.Profile, st
     """Fine-tune LRP's network at ``p.recipe_fraction`` with every recipe of :func:`grid`."""
     rows = []
     for r in grid(p):
-        row = routes.run("compute", "lrp", p.recipe_fraction, p.seed, baseline, lrp_scores, d,
+        row = routes.run(COMPUTE, LRP, p.recipe_fraction, p.seed, baseline, lrp_scores, d,
                          apply(p, r), folder(p, r), steps, baseline)
         rows.append({"recipe": name(r), **row})
     return pd.DataFrame(rows)

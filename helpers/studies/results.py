@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 
 from ..core import artifacts, checkpoint, config, measure, models, stats
-from ..core.vocabulary import COMBINED, COMPUTE, LRP
+from ..core.vocabulary import COMBINED, COMPUTE, INT8_ROUTES, LRP
 from ..methods import criteria, pruning
 from ..reporting import report
 from ..reporting import findings as sentences
@@ -59,9 +59,18 @@ def latencies(p: config.Profile, runs: pd.DataFrame, head_runs: pd.DataFrame | N
     ok = runs[runs["status"] == "ok"].assign(route="")
     for r in pd.concat([ok, head_runs]).sort_values("seed", kind="stable").drop_duplicates(["route", "criterion"]) \
             .itertuples():
-        nets[(r.route, r.criterion)] = load_artifact(artifacts.finetuned_model(p, r.run))[0]
+        nets[(r.route, r.criterion)] = _network(p, r.route, r.run)
     return pd.DataFrame([{"route": route, "criterion": c, **t}
                          for (route, c), t in measure.latency_pairs(nets, p.input_size).items()])
+
+
+def _network(p: config.Profile, route: str, run: str) -> torch.nn.Module:
+    """A fine-tuned run's float network as timed: a masked route's (size, combined) with its
+    masks folded in (:func:`helpers.studies.routes.fine_tuned`; dense kernels, so zeros cost
+    the same time), every other route's saved model."""
+    if route in INT8_ROUTES:
+        return routes.fine_tuned(artifacts.finetuned(p, run).path)
+    return load_artifact(artifacts.finetuned_model(p, run))[0]
 
 
 def headline_runs(t: dict[str, pd.DataFrame], p: config.Profile) -> pd.DataFrame:

@@ -31,7 +31,8 @@ from torch import nn
 from ..core import artifacts, checkpoint, config, measure, models, progress, stats
 from ..methods import criteria, finetune, pruning, quantization, scores
 from ..core.data import Data, Split, class_balanced_sample, normalize
-from ..core.vocabulary import INT8_ROUTES, default_bits
+from ..core.vocabulary import (COMBINED, COMPUTE, CONTROL, INT8_ROUTES, ITERATIVE, LRP, REPORT_POINT, SIZE, WEIGHT,
+                               default_bits)
 from ..methods.training import DivergenceError, evaluate, load_model, save_model
 
 
@@ -44,15 +45,14 @@ def seed_scores(model: nn.Module, d: Data, p: config.Profile, seed: int, names: 
                 folder: Path) -> dict[str, dict]:
     """Each criterion's scores of ``model`` on the seed's reference images (saved under
     ``folder``, checked against the model's fingerprint when read back)."""
-    out, ref = {}, None
-    for name in names:
-        if scores.path_for(folder, name).exists():
-            out[name] = scores.load(folder, name, model)
-            continue
-        ref = ref if ref is not None else reference(d, p, seed)
-        out[name] = criteria.compute_scores(model, ref, name, seed=seed, size=p.input_size)
-        scores.save(out[name], model, folder, name)
-    return out
+    ref = {}  # drawn once, when the first criterion is computed
+
+    def compute(name):
+        ref.setdefault("split", reference(d, p, seed))
+        return criteria.compute_scores(model, ref["split"], name, seed=seed, size=p.input_size)
+    return {name: artifacts.resumable(scores.path_for(folder, name), lambda: compute(name),
+                                      lambda s, _: scores.save(s, model, folder, name),
+                                      lambda _: scores.load(folder, name, model)) for name in names}
 
 
 def structured(model: nn.Module, s: dict, fraction: float, p: config.Profile) -> nn.Module:
@@ -80,7 +80,7 @@ def report_point(model: nn.Module, s: dict, sparsity: float, p: config.Profile) 
     return pruning.prune_filters(model, s["filter"], report_counts(model, sparsity, p), p.input_size)
 
 
-PREPARE = {"compute": structured, "size": masked, "combined": masked, "report": report_point}
+PREPARE = {COMPUTE: structured, SIZE: masked, COMBINED: masked, REPORT_POINT: report_point}
 
 
 def _prune_and_fit(name: str, start: nn.Module, s: dict, point: float, route: str, d: Data, p: config.Profile,
@@ -97,8 +97,8 @@ def _iterate(name: str, start: nn.Module, s: dict, point: float, route: str, d: 
                               steps, p.arch, teacher=teacher)
 
 
-TRAIN = {"compute": _prune_and_fit, "size": _prune_and_fit, "combined": _prune_and_fit, "report": _prune_and_fit,
-         "iterative": _iterate}
+TRAIN = {COMPUTE: _prune_and_fit, SIZE: _prune_and_fit, COMBINED: _prune_and_fit, REPORT_POINT: _prune_and_fit,
+         ITERATIVE: _iterate}
 
 
 def run_name(route: str, name: str, point: float, seed: int, tag: str = "") -> str:
@@ -117,26 +117,24 @@ def run(route: str, name: str, point: float, seed: int, start: nn.Module, s: dic
     if route not in TRAIN:
         raise ValueError(f"unknown route {route!r}; valid: {', '.join(TRAIN)}")
     out = Path(folder) / run_name(route, name, point, seed, tag)
-    if (out / "result.json").exists():
-        return _with_bits(_finished(out / "result.json", p, steps))
-    label = f"{route} route{tag and ' ' + tag}, {name}, {point:g}, seed {seed}"
-    progress.line(f"fine-tuning: {label}")
-    config.seed_everything(seed)
-    row = {"route": route, "criterion": name, "point": point, "seed": seed,
-           "lr": p.lr, "kd_alpha": p.kd_alpha, "steps": steps}
-    try:
-        model, history = TRAIN[route](name, start, s, point, route, d, dataclasses.replace(p, seed=seed), out,
-                                      steps, baseline if p.kd_alpha > 0 else None, label)
-    except DivergenceError as err:
-        row.update(status="diverged", error=str(err))
-        checkpoint.save_json(row, out / "result.json")
-        return _with_bits(row)
-    last = history[history["stage"] == history["stage"].max()] if "stage" in history else history
-    known = {} if MEASURE[route] is measure_size else {"val": float(last["val_acc"].max())}  # int8: measured anew
-    measured = MEASURE[route](model, d, p, baseline, out, **known)
-    row.update(status="ok", train_s=float(history["epoch_s"].sum()), **measured)
-    checkpoint.save_json(row, out / "result.json")
-    return _with_bits(row)
+
+    def compute() -> dict:
+        label = f"{route} route{tag and ' ' + tag}, {name}, {point:g}, seed {seed}"
+        progress.line(f"fine-tuning: {label}")
+        config.seed_everything(seed)
+        row = {"route": route, "criterion": name, "point": point, "seed": seed,
+               "lr": p.lr, "kd_alpha": p.kd_alpha, "steps": steps}
+        try:
+            model, history = TRAIN[route](name, start, s, point, route, d, dataclasses.replace(p, seed=seed), out,
+                                          steps, baseline if p.kd_alpha > 0 else None, label)
+        except DivergenceError as err:
+            return {**row, "status": "diverged", "error": str(err)}
+        last = history[history["stage"] == history["stage"].max()] if "stage" in history else history
+        known = {} if MEASURE[route] is measure_size else {"val": float(last["val_acc"].max())}  # int8: anew
+        measured = MEASURE[route](model, d, p, baseline, out, **known)
+        return {**row, "status": "ok", "train_s": float(history["epoch_s"].sum()), **measured}
+    return _with_bits(artifacts.resumable(out / "result.json", compute, checkpoint.save_json,
+                                          lambda path: _finished(path, p, steps)))
 
 
 def _with_bits(row: dict) -> dict:
@@ -154,14 +152,16 @@ def grids(row: dict, folder: Path, d: Data, p: config.Profile, baseline: nn.Modu
         return []
     run_dir = Path(folder) / run_name(row["route"], row["criterion"], row["point"], row["seed"], tag)
     out, model = [], None
+    keep = {k: row[k] for k in ("route", "criterion", "point", "seed", "lr", "kd_alpha", "steps", "status",
+                                "train_s", "fraction") if k in row}
+
+    def compute(bits: int) -> dict:
+        nonlocal model
+        model = fine_tuned(run_dir) if model is None else model
+        return {**keep, **measure_size(model, d, p, baseline, run_dir / f"w{bits}", bits)}
     for bits in [b for b in p.weight_bits if b != 8]:
-        path = run_dir / f"w{bits}" / "result.json"
-        if not path.exists():
-            model = fine_tuned(run_dir) if model is None else model
-            keep = {k: row[k] for k in ("route", "criterion", "point", "seed", "lr", "kd_alpha", "steps", "status",
-                                        "train_s", "fraction") if k in row}
-            checkpoint.save_json({**keep, **measure_size(model, d, p, baseline, path.parent, bits)}, path)
-        out.append(checkpoint.load_json(path))
+        out.append(artifacts.resumable(run_dir / f"w{bits}" / "result.json", lambda: compute(bits),
+                                       checkpoint.save_json, checkpoint.load_json, reread=True))
     return out
 
 
@@ -226,8 +226,8 @@ def _finished(path: Path, p: config.Profile, steps: int) -> dict:
     return row
 
 
-MEASURE = {"compute": measure_compute, "size": measure_size, "combined": measure_size, "report": measure_report,
-           "iterative": measure_compute}
+MEASURE = {COMPUTE: measure_compute, SIZE: measure_size, COMBINED: measure_size, REPORT_POINT: measure_report,
+           ITERATIVE: measure_compute}
 
 
 @torch.no_grad()
@@ -255,10 +255,10 @@ def sweep(route: str, names: list[str], points: tuple, seed_scores: dict[int, di
     rows, stop, first = [], {}, next(iter(seed_scores), None)
     for seed, by_name in seed_scores.items():
         for name in names:
-            for x in ([0.0] if name == "none" else points):
+            for x in ([0.0] if name == CONTROL else points):
                 if x > stop.get(name, x):
                     break
-                s = by_name["weight" if name == "none" else name]
+                s = by_name[WEIGHT if name == CONTROL else name]
                 row = run(route, name, x, seed, baseline, s, d, p, folder, steps, baseline)
                 rows += [row, *grids(row, folder, d, p, baseline)]
                 if seed == first and floor is not None and row.get("val_acc", floor) < floor:
@@ -277,7 +277,7 @@ def combined(names: list[str], fractions: dict[str, float], sparsities: dict[str
             f, sp = fractions[name], sparsities[name]
             start = compute_model(folder, name, f, seed)
             s = seed_scores(start, d, p, seed, [name], Path(folder) / f"scores_f{f:g}_{name}_s{seed}")[name]
-            row = run("combined", name, sp, seed, start, s, d, p, folder, steps, baseline, tag=f"_f{f:g}")
+            row = run(COMBINED, name, sp, seed, start, s, d, p, folder, steps, baseline, tag=f"_f{f:g}")
             rows += [{**r, "fraction": f} for r in (row, *grids(row, folder, d, p, baseline, tag=f"_f{f:g}"))]
     return pd.DataFrame(rows)
 
@@ -286,13 +286,13 @@ def iterative(names: list[str], fraction: float, seeds: list[int], d: Data, p: c
               steps: int, baseline: nn.Module) -> pd.DataFrame:
     """Iterative pruning to ``fraction`` of the filters, on the same budget and recipe as the
     compute route's one-shot runs, for every criterion and seed."""
-    return pd.DataFrame([run("iterative", name, fraction, seed, baseline, {}, d, p, folder, steps, baseline)
+    return pd.DataFrame([run(ITERATIVE, name, fraction, seed, baseline, {}, d, p, folder, steps, baseline)
                          for seed in seeds for name in names])
 
 
 def compute_model(folder: Path, name: str, fraction: float, seed: int) -> nn.Module:
     """The saved fine-tuned model of a finished compute-route run."""
-    model, _ = load_model(Path(folder) / run_name("compute", name, fraction, seed) / "model.pt",
+    model, _ = load_model(Path(folder) / run_name(COMPUTE, name, fraction, seed) / "model.pt",
                           "run the compute route (notebook 06) first")
     return model
 
@@ -302,8 +302,9 @@ def report_runs(names: list[str], sparsity: float, seed_scores: dict[int, dict[s
     """The report's operating point (route ``report``) for every criterion and seed, with
     ``run``, each run's artifact name (:func:`helpers.core.artifacts.finetuned_model`), and saved as
     the artifact notebook 07 picks its model from (:func:`helpers.core.artifacts.report_point_runs`)."""
-    rows = sweep("report", names, (sparsity,), seed_scores, d, p, folder, steps, baseline)
-    rows["run"] = [f"{Path(folder).name}/{run_name('report', r.criterion, r.point, r.seed)}" for r in rows.itertuples()]
+    rows = sweep(REPORT_POINT, names, (sparsity,), seed_scores, d, p, folder, steps, baseline)
+    rows["run"] = [f"{Path(folder).name}/{run_name(REPORT_POINT, r.criterion, r.point, r.seed)}"
+                   for r in rows.itertuples()]
     checkpoint.save_text(rows.to_csv(index=False), artifacts.report_point_runs(p).path)
     return rows
 
@@ -316,7 +317,7 @@ def load_report_runs(p: config.Profile) -> pd.DataFrame:
     return pd.read_csv(a.path)
 
 
-def best_run(runs: pd.DataFrame, criterion: str = "lrp") -> str:
+def best_run(runs: pd.DataFrame, criterion: str = LRP) -> str:
     """The run of ``criterion`` with the best validation accuracy (never test): its artifact
     name (the ``run`` column of :func:`report_runs`)."""
     mine = runs[runs["criterion"] == criterion]

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from ..core import artifacts, config, measure, models, progress
+from ..core.vocabulary import GLOBAL
 from ..methods import pruning
 from ..core.data import Data, batches
 from ..methods.training import evaluate, save_model
@@ -70,7 +71,7 @@ def structured_point(model: nn.Module, pruned: nn.Module, d: Data, p: config.Pro
 
 
 def structured_sweep(model: nn.Module, all_scores: dict[str, dict], d: Data, p: config.Profile,
-                     ratios: list[float], allocation: str = "global") -> pd.DataFrame:
+                     ratios: list[float], allocation: str = GLOBAL) -> pd.DataFrame:
     """Accuracy (plain and BatchNorm-recalibrated) against the fraction of filters removed."""
     rows = []
     for name, s in all_scores.items():
@@ -104,7 +105,7 @@ def kept_filters(model: nn.Module, all_scores: dict[str, dict], names: list[str]
     """Filters kept per layer (long form: criterion, layer, kept) under the global allocation of
     each criterion, the report's allocation (the same for every criterion) and the baseline."""
     rows = [{"criterion": f"{n} (global)", "layer": layer, "kept": k} for n in names
-            for layer, k in pruning.allocation_counts(model, "global", all_scores[n]["filter"], target).items()]
+            for layer, k in pruning.allocation_counts(model, GLOBAL, all_scores[n]["filter"], target).items()]
     rows += [{"criterion": "any (report)", "layer": layer, "kept": k} for layer, k in report_counts.items()]
     rows += [{"criterion": "baseline", "layer": layer, "kept": k} for layer, k in pruning.kept_filters(model).items()]
     return pd.DataFrame(rows)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..core.vocabulary import CONTROL
+from ..core.vocabulary import COMPUTE, CONTROL, EPSILON_PLUS_FLAT, LRP, SIZE
 from ..reporting import tables
 from .lowdata import CONFIRMED_OTHERS, verdict
 
@@ -22,21 +22,21 @@ COLUMNS = ["setting", "lrp", "strongest_other", "difference", "low", "high", "p_
 def fine_tuned(head: pd.DataFrame, points: pd.DataFrame, paired: pd.DataFrame) -> list[dict]:
     """One row per route where LRP reached a headline point and another criterion ran there."""
     rows = []
-    for route in ("compute", "size"):
-        at = head[(head["route"] == route) & (head["criterion"] == "lrp")]
+    for route in (COMPUTE, SIZE):
+        at = head[(head["route"] == route) & (head["criterion"] == LRP)]
         at = at.dropna(subset=["filters_removed_or_sparsity"])
         if at.empty:
             continue
         point, bits = at["filters_removed_or_sparsity"].iloc[0], at["weight_bits"].iloc[0]
         there = points[(points["route"] == route) & (points["point"] == point) & (points["weight_bits"] == bits)
-                       & ~points["criterion"].isin(["lrp", CONTROL])]
+                       & ~points["criterion"].isin([LRP, CONTROL])]
         if there.empty:
             continue
         other = there.loc[there["test_acc_mean"].idxmax(), "criterion"]
         d = paired[(paired["route"] == route) & (paired["point"] == point) & (paired["weight_bits"] == bits)
                    & (paired["criterion"] == other)].iloc[0]
-        unit = "of the filters" if route == "compute" else f"sparsity, {int(bits)}-bit weights"
-        rows.append({"setting": f"fine-tuned, {route} route ({point:g} {unit})", "lrp": "lrp (epsilon_plus_flat)",
+        unit = "of the filters" if route == COMPUTE else f"sparsity, {int(bits)}-bit weights"
+        rows.append({"setting": f"fine-tuned, {route} route ({point:g} {unit})", "lrp": f"{LRP} ({EPSILON_PLUS_FLAT})",
                      "strongest_other": other, "difference": d["mean"], "low": d["low"], "high": d["high"],
                      "p_holm": d["p_holm"], "verdict": verdict(d["mean"], bool(d["resolved_holm"]))})
     return rows

@@ -25,6 +25,7 @@ import urllib.request
 from pathlib import Path
 
 from ..core import config
+from ..core.vocabulary import RANDOM
 
 NOTEBOOK = "notebooks/09_explorer.ipynb"
 SUMMARY = ".widget-output .jp-OutputArea-output pre"  # the explorer's one-line summary
@@ -122,7 +123,7 @@ def check(profile: str, timeout: float = 600) -> dict:
         before = wait_text(driver, SUMMARY, timeout)
         _screenshot(driver, out / "explorer_before.png")
         criterion = driver.find_elements("css selector", ".widget-dropdown select")[0]
-        Select(criterion).select_by_visible_text("random")
+        Select(criterion).select_by_visible_text(RANDOM)
         after = wait_text(driver, SUMMARY, 120, differs_from=before)
         _screenshot(driver, out / "explorer_after.png")
         return {"before": before, "after": after, "screens": [out / "explorer_before.png", out / "explorer_after.png"]}

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 from ..core import config, data, models
 from ..methods import criteria, training
+from ..core.vocabulary import LRP
 
 
 def _sync(dev: torch.device) -> None:
@@ -133,10 +134,10 @@ def lrp_seconds(dev: torch.device, width: float = 1.0, n: int = 5000) -> dict:
     torch.manual_seed(0)
     model = models.build_model(models.vgg16_bn_spec(width)).to(dev).eval()
     ref = _fake_split(n)
-    criteria.compute_scores(model, _fake_split(100), "lrp")  # warm-up
+    criteria.compute_scores(model, _fake_split(100), LRP)  # warm-up
     _sync(dev)
     start = time.perf_counter()
-    criteria.compute_scores(model, ref, "lrp")
+    criteria.compute_scores(model, ref, LRP)
     return {f"lrp_seconds_{n}_images": time.perf_counter() - start}
 
 

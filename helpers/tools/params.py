@@ -92,7 +92,8 @@ def positive(kind: type = int, **kw) -> Rule:
     return Rule(kind, low=0, open_low=True, **kw)
 
 
-_PROFILE = {"profile": Rule(str, choices=("", *config.PROFILES)), "data_dir": Rule(str)}
+_PROFILE = {"profile": Rule(str, choices=("", *config.PROFILES)), "data_dir": Rule(str),
+            "subset_per_class": positive(int, optional=True)}
 _OVERRIDE = dict(optional=True)
 _CRITERIA = CRITERIA
 
@@ -129,7 +130,7 @@ NOTEBOOKS: dict[str, dict[str, Rule]] = {
         "iterative_step": fraction(open_low=True, open_high=False, **_OVERRIDE),
         "ref_per_class": positive(int, optional=True)},
     "07_quantization": {**_PROFILE, "source": Rule(str), "calibration_batches": positive(int)},
-    "08_results": {"profile": _PROFILE["profile"]},
+    "08_results": {"profile": _PROFILE["profile"], "subset_per_class": _PROFILE["subset_per_class"]},
     "09_explorer": {
         **_PROFILE, "criterion": Rule(str, choices=_CRITERIA), "composite": Rule(str, choices=COMPOSITES),
         "allocation": Rule(str, choices=ALLOCATIONS), "kind": Rule(str, choices=("filters", "weights")),

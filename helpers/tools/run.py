@@ -199,8 +199,8 @@ def run_all(profile: str, only: list[str] | None = None, parameters: dict | None
     ``reference`` (default: when the profile has a wall-time target) first measures the
     machine's reference step (:func:`benchmark.reference_step_seconds`, a few seconds), which
     every invocation's record carries."""
-    p = config.get_profile(profile)
     parameters = parameters or {}
+    p = config.get_profile(profile, subset_per_class=parameters.get("subset_per_class"))  # where a subset writes
     selected = select(folder, only)
     check_parameters(selected, profile, parameters)
     out_dir = artifacts.executed_notebooks(p).path
