@@ -1,6 +1,9 @@
+import copy
+
 import pytest
 import torch
 from torch import nn
+from torch.nn.utils import prune
 
 from helpers.core import config, data, measure, models
 from helpers.methods import criteria, pruning, training
@@ -245,13 +248,26 @@ def test_speed_benchmark_command_prints_the_table_and_the_verdict(capsys):
 
 
 @pytest.mark.parametrize("sparsity", [0.0, 0.3, 0.8, 0.95])
-def test_layer_sparsity_without_pruning_matches_torch_prune(model_and_scores, sparsity):
-    """The memory-light per-layer sparsity equals what torch.nn.utils.prune leaves, exactly."""
+def test_threshold_pruning_removes_what_torch_prune_global_unstructured_removes(model_and_scores, sparsity):
+    """The memory-light masks against the library: the same weights removed, exactly (these
+    scores have no ties), and the per-layer sparsity read without building the model."""
     model, s = model_and_scores
-    prof = pruning.sparsity_profile(pruning.unstructured_prune(model, s, sparsity))
+    reference = copy.deepcopy(model)
+    layers = criteria.weight_layers(reference)
+    total = sum(m.weight.numel() for m in layers.values())
+    prune.global_unstructured([(m, "weight") for m in layers.values()], pruning_method=prune.L1Unstructured,
+                              importance_scores={(m, "weight"): s["weight"][n].float() for n, m in layers.items()},
+                              amount=round(sparsity * total))
+    masks = pruning.unstructured_masks(model, s, sparsity)
+    assert all(torch.equal(masks[n], m.weight_mask.bool()) for n, m in layers.items())
+    pruned = pruning.unstructured_prune(model, s, sparsity)
+    assert all(torch.equal(m.weight, r.weight) for m, r in zip(criteria.weight_layers(pruned).values(),
+                                                              layers.values()))
+    masked = pruning.unstructured_prune(model, s, sparsity, permanent=False)
+    assert all(torch.equal(m.weight_mask.bool(), masks[n]) for n, m in criteria.weight_layers(masked).items())
+    sizes = {n: m.weight.numel() for n, m in layers.items()}
     light = pruning.global_layer_sparsity(model, s, sparsity)
-    sizes = {n: m.weight.numel() for n, m in criteria.weight_layers(model).items()}
-    assert {n: round(v * sizes[n]) for n, v in light.items()} == {n: round(v * sizes[n]) for n, v in prof.items()}
+    assert {n: round(v * sizes[n]) for n, v in light.items()} == {n: int((~k).sum()) for n, k in masks.items()}
 
 
 def test_kth_smallest_against_a_sort_with_ties():
@@ -264,11 +280,18 @@ def test_kth_smallest_against_a_sort_with_ties():
     assert pruning._kth_smallest(values, 0) == -1
 
 
-def test_ties_at_the_threshold_are_removed_in_layer_order():
-    model = nn.Sequential(nn.Conv2d(3, 2, 1), nn.Flatten(), nn.Linear(2, 2))
-    scores = {"weight": {"0": torch.ones(2, 3, 1, 1), "2": torch.ones(2, 2)}}  # 10 equal scores
-    assert pruning.global_layer_sparsity(model, scores, 0.5) == {"0": 5 / 6, "2": 0.0}
-    assert scores["weight"]["0"].min() == 1  # the caller's scores are untouched
+def test_ties_at_the_threshold_are_drawn_at_random_with_a_fixed_seed():
+    model = nn.Sequential(nn.Conv2d(3, 100, 1), nn.Flatten(), nn.Linear(2, 100))
+    scores = {"weight": {"0": torch.zeros(100, 3, 1, 1), "2": torch.zeros(100, 2)}}  # 500 equal scores
+    scores["weight"]["0"][0] = 1.0  # three weights score higher: kept at any sparsity below 0.994
+    masks = pruning.unstructured_masks(model, scores, 0.5)
+    assert sum(int((~m).sum()) for m in masks.values()) == 250 and masks["0"][0].all()
+    removed = {n: 1 - float(m.float().mean()) for n, m in masks.items()}
+    assert 0.35 < removed["0"] < 0.65 and 0.35 < removed["2"] < 0.65  # neither layer first
+    again = pruning.unstructured_masks(model, scores, 0.5)
+    assert all(torch.equal(masks[n], again[n]) for n in masks)  # the same draw every time
+    assert pruning.global_layer_sparsity(model, scores, 0.5) == pytest.approx(removed)
+    assert scores["weight"]["0"].max() == 1  # the caller's scores are untouched
 
 
 def test_the_highest_scored_filters_are_the_ones_kept(model_and_scores):
@@ -302,3 +325,24 @@ def test_reference_step_times_the_profiles_own_training_step():
     p = config.get_profile("smoke", batch_size=8)
     assert benchmark.reference_step_seconds(p, rounds=2, steps=1) > 0
     assert torch.get_num_threads() == threads
+
+
+@pytest.mark.skipif(not (config.get_profile("cpu").figures / "baseline_model.pt").exists(),
+                    reason="the cpu profile ships no baseline")
+@pytest.mark.parametrize("criterion", ["lrp", "taylor"])
+def test_float32_weight_scores_change_no_ranking_on_the_cpu_model(criterion, monkeypatch):
+    """Weight scores kept in float32 (criteria.WEIGHT_DTYPE) against the same scores kept in
+    float64, on the shipped cpu baseline: the same weights are removed at every sparsity, and
+    the same filters (filter scores stay float64)."""
+    model, _ = training.load_model(config.get_profile("cpu").figures / "baseline_model.pt")
+    g = torch.Generator().manual_seed(0)
+    ref = Split(torch.randint(0, 256, (100, 3, 32, 32), generator=g, dtype=torch.uint8), torch.arange(100))
+    kept = criteria.compute_scores(model, ref, criterion)
+    monkeypatch.setattr(criteria, "WEIGHT_DTYPE", torch.float64)
+    wide = criteria.compute_scores(model, ref, criterion)
+    assert {s.dtype for s in kept["weight"].values()} == {torch.float32}
+    assert {s.dtype for s in wide["weight"].values()} == {torch.float64}
+    for sparsity in (0.3, 0.8, 0.95):
+        a, b = pruning.unstructured_masks(model, kept, sparsity), pruning.unstructured_masks(model, wide, sparsity)
+        assert all(torch.equal(a[n], b[n]) for n in a)
+    assert pruning.global_counts(model, kept["filter"], 0.4) == pruning.global_counts(model, wide["filter"], 0.4)

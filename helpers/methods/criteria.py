@@ -290,7 +290,8 @@ def compute_scores(model: nn.Module, ref: Split, criterion: str = LRP, *,
 
     Returns
     -------
-    dict with ``filter``/``weight`` score dicts (float64) and metadata, as saved to disk.
+    dict with ``filter`` (float64) and ``weight`` (float32, :data:`WEIGHT_DTYPE`) score dicts and
+    metadata, as saved to disk.
     """
     if criterion not in CRITERIA:
         raise ScoreError(f"unknown criterion {criterion!r}; valid: {', '.join(CRITERIA)}")
@@ -343,13 +344,22 @@ def _raw(model, ref, criterion, composite, weight_rule, seed, batch_size, size) 
 
 
 def _finish(scores: dict, absolute: bool, normalize: bool) -> dict:
-    """|score| and per-layer normalisation as asked, checked finite."""
+    """|score| and per-layer normalisation as asked, checked finite; weight scores kept in
+    float32, filter scores in float64 (see :data:`WEIGHT_DTYPE`)."""
     if absolute:
         scores = {kind: {n: s.abs() for n, s in scores[kind].items()} for kind in ("filter", "weight")}
     if normalize:
         scores = {**scores, "filter": normalize_per_layer(scores["filter"])}
+    scores = {**scores, "weight": {n: s.to(WEIGHT_DTYPE) for n, s in scores["weight"].items()}}
     _check_finite(scores)
     return scores
+
+
+WEIGHT_DTYPE = torch.float32
+"""Weight scores are summed in float64 and kept in float32: weights are ranked by their float32
+``|score|`` (:func:`helpers.methods.pruning.unstructured_masks`, as ``torch.nn.utils.prune`` does
+in the weights' dtype), so float64 would change no ranking and cost twice the memory (1.08 GB
+per score set for torchvision VGG-16 instead of 0.54). Filter scores, a few thousand, stay float64."""
 
 
 def _check_reference(model: nn.Module, ref: Split) -> None:

@@ -34,19 +34,50 @@ def _check_fraction(name: str, value: float) -> None:
 # ----------------------------------------------------------------------------- unstructured
 def unstructured_prune(model: nn.Module, scores: dict, sparsity: float, permanent: bool = True) -> nn.Module:
     """Zero the ``round(sparsity * N)`` lowest-scored of all N conv and linear weights, ranked
-    globally across layers. Returns a pruned copy; with ``permanent=False`` it keeps
-    ``torch.nn.utils.prune``'s masks (``weight = weight_orig * weight_mask``), so fine-tuning
-    holds the removed weights at zero; :func:`make_permanent` ends that."""
-    _check_fraction("sparsity", sparsity)
+    globally across layers (:func:`unstructured_masks`). Returns a pruned copy; with
+    ``permanent=False`` it keeps ``torch.nn.utils.prune``'s masks (``custom_from_mask``:
+    ``weight = weight_orig * weight_mask``), so fine-tuning holds the removed weights at zero;
+    :func:`make_permanent` ends that."""
     model = copy.deepcopy(model)
+    masks = unstructured_masks(model, scores, sparsity)
+    for n, m in weight_layers(model).items():
+        keep = masks.pop(n).to(m.weight.device)
+        if permanent:
+            with torch.no_grad():
+                m.weight.mul_(keep)
+        else:
+            prune.custom_from_mask(m, "weight", keep)
+    return model
+
+
+def unstructured_masks(model: nn.Module, scores: dict, sparsity: float) -> dict[str, torch.Tensor]:
+    """Keep-masks (bool, shaped like each weight) that remove the ``round(sparsity * N)`` weights of
+    lowest float32 ``|score|``: those below one global threshold (:func:`_kth_smallest`), then as
+    many of those tied at it as are still needed, drawn at random with a fixed seed (the criterion
+    ranks them equal; a weight of zero relevance, say, is often one of thousands). What
+    ``prune.global_unstructured`` with ``L1Unstructured`` removes, whose top-k leaves the order of
+    ties unspecified, in near one copy of the scores: the library concatenates every score, sorts
+    them and keeps a float mask and the original weights of every layer (7 GB more for
+    torchvision VGG-16)."""
+    _check_fraction("sparsity", sparsity)
     check_scores(model, scores, "weight")
     layers = weight_layers(model)
-    total = sum(m.weight.numel() for m in layers.values())
-    params = [(m, "weight") for m in layers.values()]
-    importance = {(m, "weight"): scores["weight"][n].to(m.weight.device, m.weight.dtype) for n, m in layers.items()}
-    prune.global_unstructured(params, pruning_method=prune.L1Unstructured,
-                              importance_scores=importance, amount=round(sparsity * total))
-    return make_permanent(model) if permanent else model
+    bits = {n: _abs_bits(scores["weight"][n]) for n in layers}
+    k = round(sparsity * sum(b.numel() for b in bits.values()))
+    threshold = _kth_smallest(list(bits.values()), k)
+    remove = {n: b < threshold for n, b in bits.items()}
+    tied = {n: torch.nonzero(b == threshold).flatten() for n, b in bits.items()}
+    del bits
+    need = k - sum(int(r.count_nonzero()) for r in remove.values())
+    pick = torch.zeros(sum(len(t) for t in tied.values()), dtype=torch.bool)
+    pick[torch.randperm(len(pick), generator=torch.Generator().manual_seed(TIE_SEED))[:need]] = True
+    for (n, t), chosen in zip(tied.items(), pick.split([len(t) for t in tied.values()])):
+        remove[n][t[chosen]] = True
+    return {n: ~remove[n].view(m.weight.shape) for n, m in layers.items()}
+
+
+TIE_SEED = 0
+"""The seed of the draw among weights tied at the threshold (:func:`unstructured_masks`)."""
 
 
 def make_permanent(model: nn.Module) -> nn.Module:
@@ -113,23 +144,9 @@ def report_allocation(model: nn.Module, weight_scores: dict, sparsity: float,
 
 def global_layer_sparsity(model: nn.Module, scores: dict, sparsity: float) -> dict[str, float]:
     """Per-layer sparsity that :func:`unstructured_prune` to ``sparsity`` gives, without building
-    the pruned model: the ``round(sparsity * N)`` weights of lowest float32 ``|score|`` are those
-    at or below one global threshold (:func:`_kth_smallest`). Memory stays near one copy of the
-    scores, where ``torch.nn.utils.prune`` holds masks, a model copy and a top-k of all N
-    (7 GB more for torchvision VGG-16). Weights tied at the threshold are removed in layer
-    order; the library's top-k leaves their order unspecified."""
-    _check_fraction("sparsity", sparsity)
-    check_scores(model, scores, "weight")
-    bits = {n: _abs_bits(scores["weight"][n]) for n in weight_layers(model)}
-    k = round(sparsity * sum(b.numel() for b in bits.values()))
-    threshold = _kth_smallest(list(bits.values()), k)
-    below = {n: int(torch.count_nonzero(b < threshold)) for n, b in bits.items()}
-    ties, out = k - sum(below.values()), {}
-    for n, b in bits.items():
-        take = min(ties, int(torch.count_nonzero(b == threshold)))
-        ties -= take
-        out[n] = (below[n] + take) / b.numel()
-    return out
+    the pruned model (:func:`unstructured_masks`)."""
+    return {n: 1 - int(keep.count_nonzero()) / keep.numel()
+            for n, keep in unstructured_masks(model, scores, sparsity).items()}
 
 
 def _abs_bits(score: torch.Tensor) -> torch.Tensor:
