@@ -134,6 +134,8 @@ def test_only_matching_nothing_is_an_error_and_publishes_nothing(tmp_path, figur
     ("epochs", "ten", "epochs must be int, got str 'ten'"),
     ("sweep_allocation", "layerwise", "sweep_allocation is 'layerwise'; valid: report, uniform, global"),
     ("lr", -1.0, r"lr must lie in \(0, inf\), got -1.0"),
+    ("subset_per_class", 0, r"subset_per_class must lie in \(0, inf\), got 0"),
+    ("subset_per_class", "few", "subset_per_class must be int, got str 'few'"),
     ("valeu", 3, "unknown notebook parameter.*valeu; valid parameters:.*criteria_names"),
 ])
 def test_bad_parameters_are_refused_before_any_kernel_starts(name, value, message, figures):

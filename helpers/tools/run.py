@@ -200,9 +200,9 @@ def run_all(profile: str, only: list[str] | None = None, parameters: dict | None
     machine's reference step (:func:`benchmark.reference_step_seconds`, a few seconds), which
     every invocation's record carries."""
     parameters = parameters or {}
-    p = config.get_profile(profile, subset_per_class=parameters.get("subset_per_class"))  # where a subset writes
     selected = select(folder, only)
     check_parameters(selected, profile, parameters)
+    p = config.get_profile(profile, subset_per_class=parameters.get("subset_per_class"))  # where a subset writes
     out_dir = artifacts.executed_notebooks(p).path
     out_dir.mkdir(parents=True, exist_ok=True)
     times, record = {}, artifacts.notebook_times(p).path
