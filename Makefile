@@ -3,13 +3,14 @@
 # make test        unit tests + nbval regression of the notebooks on the smoke profile (what CI runs)
 # make lint        ruff over helpers/, tests/ and notebooks/ (part of make test)
 # make test-fast   the unit tests that start no kernel or subprocess and train for seconds at most
+# make test-paper  notebooks 01-08 on the paper profile (torchvision VGG-16), a subset of the real data
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PROFILE ?= cpu
 export LRP_DATA_DIR ?= $(CURDIR)/data
 
-.PHONY: reproduce lint test test-fast notebooks readme gpu-check browser-check
+.PHONY: reproduce lint test test-fast test-paper notebooks readme gpu-check browser-check
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,13 +28,16 @@ lint: $(VENV)/.installed
 
 test: lint
 	tmp=$$(mktemp -d) && LRP_ARTIFACTS=$$tmp LRP_PROFILE=smoke TQDM_DISABLE=1 \
-	  $(PY) -m pytest tests notebooks --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider; \
+	  $(PY) -m pytest tests notebooks -m "not paper" --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider; \
 	  status=$$?; rm -rf $$tmp; exit $$status
 
 test-fast: $(VENV)/.installed
 	tmp=$$(mktemp -d) && LRP_ARTIFACTS=$$tmp TQDM_DISABLE=1 \
 	  $(PY) -m pytest tests -m "not slow" -p no:cacheprovider; \
 	  status=$$?; rm -rf $$tmp; exit $$status
+
+test-paper: $(VENV)/.installed
+	TQDM_DISABLE=1 $(PY) -m pytest tests/test_paper.py -m paper -s -p no:cacheprovider
 
 # Re-execute notebooks/ on the smoke profile to refresh the outputs nbval compares against.
 notebooks: $(VENV)/.installed

@@ -136,6 +136,10 @@ def test_a_subset_keeps_that_many_images_per_class_in_each_split_and_writes_apar
     assert not any(torch.equal(x, y) for x in d.train.x[d.train.y == 0] for y in d.val.x[d.val.y == 0])
     assert p.figures.name == p.artifacts.name == "smoke_subset10" and smoke.figures.name == "smoke"
     assert torch.equal(data.load_data(p).train.x, d.train.x)  # seeded
+    assert (p.held_out_per_class, smoke.held_out_per_class) == (10, smoke.val_per_class)
+    from helpers.studies import lowdata  # the low-data study halves the subset's validation split
+    search, compare = lowdata.validation_halves(d, p, 5)
+    assert torch.equal(torch.bincount(search.y), torch.full((100,), 5)) and len(compare) == 500
 
 
 def test_a_subset_larger_than_the_data_is_refused_with_the_largest_allowed():

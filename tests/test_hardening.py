@@ -93,6 +93,27 @@ def test_scores_of_another_model_are_refused(tmp_path):
         scores.load(tmp_path, "weight", other)
 
 
+def test_saved_score_sets_are_read_when_used_and_checked_like_load(tmp_path):
+    torch.manual_seed(0)
+    model = models.build_model(models.vgg16_bn_spec(0.0625)).eval()
+    ref = data.Split(torch.randint(0, 255, (4, 3, 32, 32), dtype=torch.uint8), torch.arange(4))
+    for name in ("weight", "random"):
+        scores.save(criteria.compute_scores(model, ref, name), model, tmp_path)
+    saved = scores.Saved(tmp_path, ["weight", "random", "weight"], model)
+    assert list(saved) == ["weight", "random"] and len(saved) == 2
+    direct = scores.load(tmp_path, "random", model)
+    assert all(torch.equal(saved["random"]["weight"][n], w) for n, w in direct["weight"].items())
+    assert saved["weight"] is not saved["weight"]  # read afresh each time: nothing is kept
+    assert list(saved.only(["random"])) == ["random"]
+    with pytest.raises(KeyError, match="no score set taylor here"):
+        saved.only(["taylor"])
+    with pytest.raises(checkpoint.CheckpointError, match="taylor.pt does not exist: run 02_relevance.ipynb"):
+        scores.Saved(tmp_path, ["weight", "taylor"], model)
+    other = models.build_model(models.vgg16_bn_spec(0.0625)).eval()
+    with pytest.raises(criteria.ScoreError, match="scores of another model"):
+        scores.Saved(tmp_path, ["weight"], other)["weight"]
+
+
 def _execute(nb, out, **params):
     import papermill as pm
     return pm.execute_notebook(str(config.NOTEBOOKS_DIR / nb), str(out / nb), parameters={"profile": "smoke", **params},

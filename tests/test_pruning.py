@@ -1,4 +1,5 @@
 import copy
+import time
 
 import pytest
 import torch
@@ -224,6 +225,31 @@ def test_latency_side_by_side_times_every_model():
     a, b = _vgg(), _vgg()
     t = measure.latency_side_by_side({"a": a, "b": b}, batch=2, repeats=3, warmup=1)
     assert set(t) == {"a", "b"} and all(v > 0 for v in t.values())
+
+
+class _Counted(nn.Module):
+    """Counts its forward passes, each taking ``seconds``."""
+
+    def __init__(self, seconds: float):
+        super().__init__()
+        self.seconds, self.calls, self.w = seconds, 0, nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        self.calls += 1
+        time.sleep(self.seconds)
+        return x
+
+
+@pytest.mark.parametrize("seconds, budget, calls", [
+    (0.0, 30.0, 2 + 10),   # fits: every warm-up and timed round
+    (0.05, 0.2, 1 + 3),    # does not fit: the first round is the only warm-up, then MIN_ROUNDS timed
+    (0.05, 0.35, range(1 + 4, 1 + 8)),  # partly: as many timed rounds as fit (about 7: sleep overshoots)
+])
+def test_latency_rounds_are_cut_to_the_time_budget_never_below_three(monkeypatch, seconds, budget, calls):
+    m = _Counted(seconds)
+    monkeypatch.setattr(measure, "cpu_copy", lambda model: model)  # count the calls on this very module
+    measure.latency_side_by_side({"m": m}, batch=1, input_size=2, repeats=10, warmup=2, budget_s=budget)
+    assert m.calls in calls if isinstance(calls, range) else m.calls == calls
 
 
 def test_latency_pairs_time_all_models_in_the_same_interleaved_rounds(monkeypatch):

@@ -136,6 +136,10 @@ def test_only_matching_nothing_is_an_error_and_publishes_nothing(tmp_path, figur
     ("lr", -1.0, r"lr must lie in \(0, inf\), got -1.0"),
     ("subset_per_class", 0, r"subset_per_class must lie in \(0, inf\), got 0"),
     ("subset_per_class", "few", "subset_per_class must be int, got str 'few'"),
+    ("profile_overrides", "lr: 3", "profile_overrides must be dict, got str 'lr: 3'"),
+    ("profile_overrides", {"finetune_lr": [0.1]}, "profile_overrides names no profile field 'finetune_lr'; "
+                                                  "valid: .*finetune_lrs"),
+    ("profile_overrides", {"headline_fractions": [0.3, 0.1]}, "'headline_fractions' must be increasing"),
     ("valeu", 3, "unknown notebook parameter.*valeu; valid parameters:.*criteria_names"),
 ])
 def test_bad_parameters_are_refused_before_any_kernel_starts(name, value, message, figures):
@@ -169,7 +173,7 @@ def test_cli_rejects_unknown_profile(capsys):
     assert "valid profiles: smoke, cpu" in capsys.readouterr().err
 
 
-_TYPES = {"int": int, "float": float, "str": str, "bool": bool, "list": list}
+_TYPES = {"int": int, "float": float, "str": str, "bool": bool, "list": list, "dict": dict}
 
 
 def test_parameter_rules_match_every_notebooks_parameters_cell():
@@ -196,6 +200,17 @@ def test_cross_parameter_rule():
     with pytest.raises(params.ParameterError, match=r"step \(0.5\) must not exceed max_sparsity \(0.3\)"):
         params.check("03_unstructured_pruning", {"step": 0.5, "max_sparsity": 0.3})
     assert params.check("06_fine_tuning", {"profile": "smoke", "ref_per_class": 3}).ref_per_class == 3
+
+
+def test_profile_overrides_set_any_field_once():
+    p = params.check("06_fine_tuning", {"profile": "smoke", "seeds": 3,
+                                        "profile_overrides": {"finetune_lrs": [0.05], "weight_bits": [6, 8]}})
+    assert (p.seeds, p.finetune_lrs, p.weight_bits) == (3, (0.05,), (6, 8))
+    with pytest.raises(params.ParameterError, match="seeds given both as a parameter and in profile_overrides"):
+        params.check("06_fine_tuning", {"profile": "smoke", "seeds": 3, "profile_overrides": {"seeds": 2}})
+    # the runner writes where the overrides say: a subset given in profile_overrides writes apart
+    where = params.profile_of({"profile": "smoke", "profile_overrides": {"subset_per_class": 2}})
+    assert where.folder_name == "smoke_subset2"
 
 
 @pytest.mark.slow

@@ -111,6 +111,11 @@ class Profile:
         return FIGURES_ROOT / self.folder_name
 
     @property
+    def held_out_per_class(self) -> int:
+        """Validation images per class: ``subset_per_class`` in a subset run, else ``val_per_class``."""
+        return self.subset_per_class or self.val_per_class
+
+    @property
     def folder_name(self) -> str:
         """The profile's name; a subset run (``subset_per_class``) writes apart, never over a full run."""
         return f"{self.name}_subset{self.subset_per_class}" if self.subset_per_class else self.name

@@ -237,7 +237,7 @@ def load_data(profile: config.Profile, data_dir=None) -> Data:
     else:
         train, test, names = load_cifar100(data_dir)
     n = profile.subset_per_class
-    keep, held = stratified_split(train.y, n or profile.val_per_class, profile.seed)
+    keep, held = stratified_split(train.y, profile.held_out_per_class, profile.seed)
     train, val = Split(train.x[keep], train.y[keep]), Split(train.x[held], train.y[held])
     if n:
         train, test = subset(train, test, n, profile.seed)

@@ -76,7 +76,11 @@ def cost(model: nn.Module, input_size: int = 32, baseline: nn.Module | None = No
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
     """A copy of ``model`` in inference form: each BatchNorm folded into the convolution
-    before it (``torch.fx`` graph rewrite), as models are deployed. Same outputs in eval mode."""
+    before it (``torch.fx`` graph rewrite), as models are deployed. Same outputs in eval mode.
+    A model without BatchNorm (torchvision VGG-16) is already in that form: ``model`` itself, in
+    eval mode, rather than a copy of its weights."""
+    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return model.eval()
     return fuse(model.eval())
 
 
@@ -99,13 +103,24 @@ def latency_pairs(models: dict[Hashable, nn.Module], input_size: int = 32) -> di
     return {name: {"latency_b1_ms": 1e3 * b1[name], "latency_b256_ms": 1e3 * b256[name]} for name in models}
 
 
+LATENCY_BUDGET_S = 30.0
+"""Seconds one side-by-side measurement aims at. Where the warm-up and timed rounds would not fit
+(torchvision VGG-16 at 64x64 takes seconds per batch of 256), the first round, timed, is the only
+warm-up and the timed rounds are cut to what fits, never below :data:`MIN_ROUNDS`. Small models
+keep every round."""
+MIN_ROUNDS = 3
+
+
 @torch.no_grad()
 def latency_side_by_side(models: dict[Hashable, nn.Module], batch: int, input_size: int = 32,
-                         threads: int = 2, repeats: int = 10, warmup: int = 2) -> dict[Hashable, float]:
+                         threads: int = 2, repeats: int = 10, warmup: int = 2,
+                         budget_s: float = LATENCY_BUDGET_S) -> dict[Hashable, float]:
     """Median CPU wall time (seconds) of one forward pass of each model (a CPU copy of any model
     that is elsewhere: CPU latency is what this measures), measured in interleaved rounds
     (each round runs every model once), so that a slower or faster
-    stretch of the machine affects all models alike."""
+    stretch of the machine affects all models alike; ``repeats`` timed rounds after ``warmup``
+    rounds (at least one: the first, timed, sizes the rest), fewer where they would not fit in
+    ``budget_s`` (:data:`LATENCY_BUDGET_S`)."""
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -113,15 +128,31 @@ def latency_side_by_side(models: dict[Hashable, nn.Module], batch: int, input_si
         for m in models.values():
             m.eval()  # not chained: exported graphs return None from eval()
         x = torch.randn(batch, 3, input_size, input_size)
+        first = _round(models, x)
+        warmup, repeats = _rounds(sum(first.values()), warmup, repeats, budget_s)
         for _ in range(warmup):
-            for m in models.values():
-                m(x)
+            _round(models, x)
         times = {name: [] for name in models}
         for _ in range(repeats):
-            for name, m in models.items():
-                start = time.perf_counter()
-                m(x)
-                times[name].append(time.perf_counter() - start)
+            for name, t in _round(models, x).items():
+                times[name].append(t)
     finally:
         torch.set_num_threads(old)
     return {name: sorted(t)[len(t) // 2] for name, t in times.items()}
+
+
+def _rounds(round_s: float, warmup: int, repeats: int, budget_s: float) -> tuple[int, int]:
+    """Warm-up rounds still to run after the first (timed) one, and timed rounds."""
+    if round_s * (warmup - 1 + repeats) <= budget_s:
+        return max(warmup - 1, 0), repeats
+    return 0, min(repeats, max(MIN_ROUNDS, int(budget_s / round_s)))
+
+
+def _round(models: dict[Hashable, nn.Module], x: torch.Tensor) -> dict[Hashable, float]:
+    """One forward pass of each model in turn, each timed."""
+    times = {}
+    for name, m in models.items():
+        start = time.perf_counter()
+        m(x)
+        times[name] = time.perf_counter() - start
+    return times

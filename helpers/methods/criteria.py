@@ -114,11 +114,11 @@ def weight_relevance(module: nn.Module, a: torch.Tensor, z: torch.Tensor, r: tor
     """
     w = module.weight.detach()
     if rule == "epsilon":
-        return w * weight_gradient(module, a, r / _stabilize(z))
+        return weight_gradient(module, a, r / _stabilize(z)).mul_(w)
     a, wp = a.clamp(min=0), w.clamp(min=0)
     zp = F.linear(a, wp) if isinstance(module, nn.Linear) else F.conv2d(
         a, wp, None, module.stride, module.padding, module.dilation, module.groups)
-    return wp * weight_gradient(module, a, r / (zp + EPSILON))
+    return weight_gradient(module, a, r / (zp + EPSILON)).mul_(wp)
 
 
 def lrp(model: nn.Module, ref: Split, composite: str = EPSILON_PLUS_FLAT,
@@ -141,7 +141,7 @@ def lrp(model: nn.Module, ref: Split, composite: str = EPSILON_PLUS_FLAT,
         def on_relevance(r):
             if name in filt:
                 scores["filter"][name] += r.sum(dim=(0, *range(2, r.ndim))).double()
-            scores["weight"][name] += weight_relevance(module, a, zd, r, weight_rule).double()
+            scores["weight"][name].add_(weight_relevance(module, a, zd, r, weight_rule))  # summed in float64
         z.register_hook(on_relevance)
 
     def leaf(module, inp, out):
@@ -198,8 +198,8 @@ def _input_box(size: int, device: torch.device | str = "cpu"):
 # ----------------------------------------------------------------------------- classic
 def weight_magnitude(model: nn.Module, ref: Split | None = None, **_) -> dict:
     """|w| per weight; L1 norm per filter (Li et al. 2017; what the original report used)."""
-    weights = {n: m.weight.detach().abs().double() for n, m in weight_layers(model).items()}
-    return {"filter": {n: weights[n].flatten(1).sum(1) for n in filter_layers(model)},
+    weights = {n: m.weight.detach().abs() for n, m in weight_layers(model).items()}
+    return {"filter": {n: weights[n].flatten(1).double().sum(1) for n in filter_layers(model)},
             "weight": weights}
 
 
@@ -210,7 +210,7 @@ def gradient(model: nn.Module, ref: Split, batch_size: int = 100, size: int = 32
     for x, y in _ref_batches(ref, batch_size, size, model):
         grads = _loss_gradients(model, x, y, layers)
         for n, g in grads.items():
-            scores["weight"][n] += g.abs().double()
+            scores["weight"][n].add_(g.abs())  # summed in float64
     for n in filter_layers(model):
         scores["filter"][n] = scores["weight"][n].flatten(1).norm(dim=1)
     return scores
@@ -234,7 +234,7 @@ def taylor(model: nn.Module, ref: Split, batch_size: int = 100, size: int = 32, 
         for x, y in _ref_batches(ref, batch_size, size, model):
             grads = _loss_gradients(model, x, y, layers)
             for n, g in grads.items():
-                scores["weight"][n] += (layers[n].weight.detach() * g).abs().double()
+                scores["weight"][n].add_(torch.mul(layers[n].weight.detach(), g).abs_())  # summed in float64
     return scores
 
 
@@ -327,7 +327,8 @@ def nested_scores(model: nn.Module, chunks: list[Split], criterion: str, *, comp
             total["filter"] = {n: total["weight"][n].flatten(1).norm(dim=1) for n in filter_layers(model)}
         n_images = sum(len(c) for c in chunks[:len(out) + 1])
         out.append({"kind": "scores", "criterion": criterion, "composite": composite if criterion == LRP else "",
-                    "seed": seed, "n_images": n_images, "seconds": seconds, **_finish(total, True, True)})
+                    "seed": seed, "n_images": n_images, "seconds": seconds,
+                    **_finish({k: dict(v) for k, v in total.items()}, True, True)})  # total keeps its sums
     return out
 
 
@@ -345,12 +346,16 @@ def _raw(model, ref, criterion, composite, weight_rule, seed, batch_size, size) 
 
 def _finish(scores: dict, absolute: bool, normalize: bool) -> dict:
     """|score| and per-layer normalisation as asked, checked finite; weight scores kept in
-    float32, filter scores in float64 (see :data:`WEIGHT_DTYPE`)."""
-    if absolute:
-        scores = {kind: {n: s.abs() for n, s in scores[kind].items()} for kind in ("filter", "weight")}
-    if normalize:
-        scores = {**scores, "filter": normalize_per_layer(scores["filter"])}
-    scores = {**scores, "weight": {n: s.to(WEIGHT_DTYPE) for n, s in scores["weight"].items()}}
+    float32, filter scores in float64 (see :data:`WEIGHT_DTYPE`). The weight scores are
+    converted layer by layer in ``scores``' own dict (pass a copy of it to keep the float64
+    sums), so that the float64 sums are freed as the float32 scores are made."""
+    weight = scores["weight"]
+    for n in list(weight):
+        weight[n] = weight[n].to(WEIGHT_DTYPE, copy=True)  # |float32(s)| = float32(|s|): rounding is symmetric
+        if absolute:
+            weight[n].abs_()
+    filt = {n: s.abs() for n, s in scores["filter"].items()} if absolute else scores["filter"]
+    scores = {**scores, "filter": normalize_per_layer(filt) if normalize else filt}
     _check_finite(scores)
     return scores
 

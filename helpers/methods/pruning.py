@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import copy
+import gc
 
 import numpy as np
 import torch
@@ -152,8 +153,11 @@ def global_layer_sparsity(model: nn.Module, scores: dict, sparsity: float) -> di
 def _abs_bits(score: torch.Tensor) -> torch.Tensor:
     """``|score|`` as float32 viewed as int32: non-negative floats order like their bits."""
     s = score.detach().to(torch.float32).flatten()
-    s = s.abs() if s.data_ptr() == score.data_ptr() else s.abs_()  # never change the caller's scores
-    return s.view(torch.int32)
+    if s.data_ptr() != score.data_ptr():
+        return s.abs_().view(torch.int32)  # a copy already
+    if not torch.signbit(s).any():  # float32 scores, all >= 0 (every criterion's): read in place
+        return s.view(torch.int32)
+    return s.abs().view(torch.int32)  # never change the caller's scores
 
 
 def _kth_smallest(values: list[torch.Tensor], k: int) -> int:
@@ -255,6 +259,8 @@ def prune_filters(model: nn.Module, filter_scores: dict, counts: dict[str, int],
         if drop:
             fn = tp.prune_conv_out_channels if isinstance(m, nn.Conv2d) else tp.prune_linear_out_channels
             graph.get_pruning_group(m, fn, idxs=drop).prune()
+    del graph
+    gc.collect()  # the dependency graph and the copy refer to each other: free now, not at the next collection
     got = {n: m.weight.shape[0] for n, m in layers.items()}
     wanted = {n: counts.get(n, m) for n, m in got.items()}
     if got != wanted:

@@ -3,6 +3,7 @@ and the tables the relevance notebook shows."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -34,17 +35,51 @@ def save(scores: dict, model: nn.Module, folder: Path, name: str | None = None) 
                            path_for(folder, name or scores["criterion"]))
 
 
-def load(folder: Path, name: str, model: nn.Module) -> dict:
-    """Load scores and check they belong to ``model`` (same weights, same layers)."""
+def load(folder: Path, name: str, model: nn.Module, model_fingerprint: str | None = None) -> dict:
+    """Load scores and check they belong to ``model`` (same weights, same layers);
+    ``model_fingerprint``: the model's :func:`fingerprint`, when already known."""
     path = path_for(folder, name)
     obj = checkpoint.load(path, kind="scores", hint=HINT)
-    if obj.get("model_fingerprint") != fingerprint(model):
+    expected = model_fingerprint or fingerprint(model)
+    if obj.get("model_fingerprint") != expected:
         raise ScoreError(f"{path} holds scores of another model (fingerprint "
-                         f"{obj.get('model_fingerprint')} != {fingerprint(model)}): {HINT} again "
+                         f"{obj.get('model_fingerprint')} != {expected}): {HINT} again "
                          "for the current baseline")
     check_scores(model, obj, "filter")
     check_scores(model, obj, "weight")
     return obj
+
+
+class Saved(Mapping):
+    """The score sets ``names`` of ``model`` saved in ``folder``, each read from disk (and
+    checked, :func:`load`) when it is used and not kept: whoever holds one criterion's weight
+    scores (0.54 GB for torchvision VGG-16) does not hold the others. A missing file is an
+    error when the mapping is made."""
+
+    def __init__(self, folder: Path, names, model: nn.Module, model_fingerprint: str | None = None):
+        self.folder, self.names, self.model = Path(folder), list(dict.fromkeys(names)), model
+        for name in self.names:
+            if not path_for(folder, name).exists():
+                raise checkpoint.CheckpointError(f"{path_for(folder, name)} does not exist: {HINT}")
+        self._fingerprint = model_fingerprint or fingerprint(model)
+
+    def only(self, names) -> "Saved":
+        """The same sets, restricted to ``names`` (in that order)."""
+        unknown = [n for n in names if n not in self.names]
+        if unknown:
+            raise KeyError(f"no score set {', '.join(unknown)} here; these are {', '.join(self.names)}")
+        return Saved(self.folder, names, self.model, self._fingerprint)
+
+    def __getitem__(self, name: str) -> dict:
+        if name not in self.names:
+            raise KeyError(name)
+        return load(self.folder, name, self.model, self._fingerprint)
+
+    def __iter__(self):
+        return iter(self.names)
+
+    def __len__(self) -> int:
+        return len(self.names)
 
 
 def filter_table(all_scores: dict[str, dict]) -> pd.DataFrame:

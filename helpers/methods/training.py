@@ -282,10 +282,12 @@ def load_artifact(a, device: torch.device | str = "cpu") -> tuple[nn.Module, dic
 
 
 def load_model(path: Path, hint: str = "", device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
-    """Rebuild a model saved by :func:`save_model` on ``device``; returns ``(model, file contents)``."""
+    """Rebuild a model saved by :func:`save_model` on ``device``; returns ``(model, file contents)``,
+    the contents without the weights (the model holds them: a second copy would double a
+    134 M-parameter model's memory for as long as the caller keeps the contents)."""
     obj = checkpoint.load(path, kind="model", hint=hint)
     try:
-        return model_from_state(obj["spec"], obj["model"]).to(device), obj
+        return model_from_state(obj["spec"], obj.pop("model")).to(device), obj
     except ModelError as err:
         raise checkpoint.CheckpointError(f"{path}: {err}") from None
 

@@ -85,7 +85,7 @@ def make_study(p: config.Profile, composite_names: list[str], others: list[str])
     if bad:
         raise StudyError(f"unknown criterion {bad[0]!r}; valid: {', '.join(OTHERS)}")
     for r in p.lowdata_ref_sizes:
-        check_ref_size(r, p.val_per_class)
+        check_ref_size(r, p.held_out_per_class)
     return Study(tuple(p.lowdata_ref_sizes), tuple(range(p.lowdata_seeds)), tuple(p.lowdata_fractions),
                  tuple(p.lowdata_sparsities), tuple(composite_names), tuple(others),
                  p.lowdata_eval_per_class, p.lowdata_recal_batches, p.lowdata_confirm_per_class)
@@ -107,7 +107,7 @@ def reference(d: Data, per_class: int, seed: int, val_per_class: int) -> Split:
 def validation_halves(d: Data, p: config.Profile, per_class: int) -> tuple[Split, Split]:
     """Two disjoint, class-balanced subsets of the validation split, ``per_class`` images of
     every class each: the first scores the rule search, the second compares the criteria."""
-    half = p.val_per_class // 2
+    half = p.held_out_per_class // 2
     if not 1 <= per_class <= half:
         raise StudyError(f"lowdata_eval_per_class must lie in 1..{half} (half the validation split "
                          f"per class), got {per_class}")
@@ -120,7 +120,7 @@ def confirmation_split(d: Data, p: config.Profile) -> Split | None:
     """``p.lowdata_confirm_per_class`` images of every class from the comparison half of the
     validation split, none of them in the screen (:func:`validation_halves`' second set); None
     when the profile asks for no confirmation."""
-    n, screen, half = p.lowdata_confirm_per_class, p.lowdata_eval_per_class, p.val_per_class // 2
+    n, screen, half = p.lowdata_confirm_per_class, p.lowdata_eval_per_class, p.held_out_per_class // 2
     if n == 0:
         return None
     if not 1 <= n <= half - screen:
@@ -228,7 +228,7 @@ def seed_scores(model, d: Data, study: Study, p, seed: int) -> list[tuple[int, d
     reference size (one pass over the largest set each, :func:`criteria.nested_scores`), the
     random control once per seed and the data-free weight criterion for the first seed only.
     A composite with the same scores as an earlier one (:func:`duplicates`) is not scored."""
-    chunks = reference_chunks(d, study.ref_sizes, seed, p.val_per_class)
+    chunks = reference_chunks(d, study.ref_sizes, seed, p.held_out_per_class)
     out, skip = [], duplicates(list(study.composites))
     data_driven = [(LRP, c) for c in study.composites if c not in skip] + \
         [(o, "") for o in study.others if o not in REF_FREE]
@@ -307,7 +307,7 @@ def rule_search(model: nn.Module, d: Data, ev: Split, p: config.Profile, fractio
     LRP-epsilon everywhere: each candidate rule for the group is scored by the area under
     the structured accuracy curve (as pruned, on ``ev``, mean over ``seeds``), and the best is
     kept before moving to the next group. Returns the chosen composite and every candidate's score."""
-    refs = [reference(d, ref_size, s, p.val_per_class) for s in seeds]
+    refs = [reference(d, ref_size, s, p.held_out_per_class) for s in seeds]
     seen: dict[str, float] = {}
 
     def score(name):
@@ -544,7 +544,7 @@ def test_auc(model: nn.Module, d: Data, composite: str, study: Study, ref_size: 
     seeds: the only time the study reads the test split."""
     aucs = []
     for seed in study.seeds:
-        s = _score(model, reference(d, ref_size, seed, p.val_per_class), LRP, composite, seed, p)
+        s = _score(model, reference(d, ref_size, seed, p.held_out_per_class), LRP, composite, seed, p)
         acc = [r["val_acc"] for r in curves(model, s, d.test, [], p, study.fractions, ())]
         aucs.append(stats.auc(study.fractions, acc))
     t = torch.tensor(aucs, dtype=torch.float64)

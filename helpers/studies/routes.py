@@ -22,6 +22,7 @@ recorded as such, with the error, and never enters a mean.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -42,17 +43,19 @@ def reference(d: Data, p: config.Profile, seed: int) -> Split:
 
 
 def seed_scores(model: nn.Module, d: Data, p: config.Profile, seed: int, names: list[str],
-                folder: Path) -> dict[str, dict]:
-    """Each criterion's scores of ``model`` on the seed's reference images (saved under
-    ``folder``, checked against the model's fingerprint when read back)."""
+                folder: Path) -> scores.Saved:
+    """Each criterion's scores of ``model`` on the seed's reference images: computed and saved
+    under ``folder`` where missing, then read from there when used (:class:`scores.Saved`,
+    checked against the model's fingerprint), one set in memory at a time."""
     ref = {}  # drawn once, when the first criterion is computed
 
     def compute(name):
         ref.setdefault("split", reference(d, p, seed))
         return criteria.compute_scores(model, ref["split"], name, seed=seed, size=p.input_size)
-    return {name: artifacts.resumable(scores.path_for(folder, name), lambda: compute(name),
-                                      lambda s, _: scores.save(s, model, folder, name),
-                                      lambda _: scores.load(folder, name, model)) for name in names}
+    for name in names:
+        artifacts.resumable(scores.path_for(folder, name), lambda: compute(name),
+                            lambda s, _: scores.save(s, model, folder, name), lambda path: None)
+    return scores.Saved(folder, names, model)
 
 
 def structured(model: nn.Module, s: dict, fraction: float, p: config.Profile) -> nn.Module:
@@ -241,7 +244,7 @@ def _accuracy(qmodel: nn.Module, split: Split, p: config.Profile) -> float:
     return 100.0 * correct / len(split)
 
 
-def sweep(route: str, names: list[str], points: tuple, seed_scores: dict[int, dict[str, dict]], d: Data,
+def sweep(route: str, names: list[str], points: tuple, seed_scores: dict[int, Mapping[str, dict]], d: Data,
           p: config.Profile, folder: Path, steps: int, baseline: nn.Module) -> pd.DataFrame:
     """Every criterion at every point for every seed (seed by seed, so that an interrupted
     sweep already holds complete pairs), pruned from ``baseline``. Criterion ``"none"`` at point
@@ -297,7 +300,7 @@ def compute_model(folder: Path, name: str, fraction: float, seed: int) -> nn.Mod
     return model
 
 
-def report_runs(names: list[str], sparsity: float, seed_scores: dict[int, dict[str, dict]], d: Data,
+def report_runs(names: list[str], sparsity: float, seed_scores: dict[int, Mapping[str, dict]], d: Data,
                 p: config.Profile, folder: Path, steps: int, baseline: nn.Module) -> pd.DataFrame:
     """The report's operating point (route ``report``) for every criterion and seed, with
     ``run``, each run's artifact name (:func:`helpers.core.artifacts.finetuned_model`), and saved as

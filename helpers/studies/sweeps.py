@@ -88,8 +88,8 @@ def allocations(model: nn.Module, all_scores: dict[str, dict], names: list[str],
     each pruned network measured (:func:`structured_point`, latency included) and saved."""
     rows = []
     for name in names:
+        s = all_scores[name]["filter"]
         for allocation in pruning.ALLOCATIONS:
-            s = all_scores[name]["filter"]
             counts = pruning.allocation_counts(model, allocation, s, target, report_ratios)
             pruned = pruning.prune_filters(model, s, counts, p.input_size)
             row = {"criterion": name, "allocation": allocation,

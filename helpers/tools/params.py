@@ -18,7 +18,7 @@ class ParameterError(ValueError):
     """A notebook parameter of the wrong type, out of range, or not among the valid names."""
 
 
-_TYPES = {int: "int", float: "float", str: "str", bool: "bool", list: "list"}
+_TYPES = {int: "int", float: "float", str: "str", bool: "bool", list: "list", dict: "dict"}
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ def positive(kind: type = int, **kw) -> Rule:
 
 
 _PROFILE = {"profile": Rule(str, choices=("", *config.PROFILES)), "data_dir": Rule(str),
-            "subset_per_class": positive(int, optional=True)}
+            "subset_per_class": positive(int, optional=True), "profile_overrides": Rule(dict)}
 _OVERRIDE = dict(optional=True)
 _CRITERIA = CRITERIA
 
@@ -130,7 +130,7 @@ NOTEBOOKS: dict[str, dict[str, Rule]] = {
         "iterative_step": fraction(open_low=True, open_high=False, **_OVERRIDE),
         "ref_per_class": positive(int, optional=True)},
     "07_quantization": {**_PROFILE, "source": Rule(str), "calibration_batches": positive(int)},
-    "08_results": {"profile": _PROFILE["profile"], "subset_per_class": _PROFILE["subset_per_class"]},
+    "08_results": {k: _PROFILE[k] for k in ("profile", "subset_per_class", "profile_overrides")},
     "09_explorer": {
         **_PROFILE, "criterion": Rule(str, choices=_CRITERIA), "composite": Rule(str, choices=COMPOSITES),
         "allocation": Rule(str, choices=ALLOCATIONS), "kind": Rule(str, choices=("filters", "weights")),
@@ -161,9 +161,25 @@ def check(stem: str, values: dict) -> config.Profile:
     for name, value in values.items():
         rules[name].check(name, value)
     _cross_checks(stem, values)
-    overrides = {k: v for k, v in values.items() if k in _PROFILE_FIELDS}
+    return profile_of(values)
+
+
+def profile_of(values: dict) -> config.Profile:
+    """The profile a notebook's (or a run's) parameters select: ``profile``, then every
+    parameter that is a profile field, then ``profile_overrides`` (any other field, e.g.
+    ``{headline_fractions: [0.3]}``). A field set twice, or a key that is no profile field,
+    is a :class:`ParameterError`."""
+    given = {k: v for k, v in values.items() if k in _PROFILE_FIELDS}
+    extra = values.get("profile_overrides") or {}
+    unknown = sorted(set(extra) - _PROFILE_FIELDS)
+    if unknown:
+        raise ParameterError(f"profile_overrides names no profile field {', '.join(map(repr, unknown))}; "
+                             f"valid: {', '.join(sorted(_PROFILE_FIELDS))}")
+    twice = sorted(k for k in extra if given.get(k) is not None)
+    if twice:
+        raise ParameterError(f"{', '.join(twice)} given both as a parameter and in profile_overrides: set it once")
     try:
-        return config.get_profile(values.get("profile") or None, **overrides)
+        return config.get_profile(values.get("profile") or None, **{**given, **extra})
     except ValueError as err:
         raise ParameterError(str(err)) from None
 

@@ -202,7 +202,8 @@ def run_all(profile: str, only: list[str] | None = None, parameters: dict | None
     parameters = parameters or {}
     selected = select(folder, only)
     check_parameters(selected, profile, parameters)
-    p = config.get_profile(profile, subset_per_class=parameters.get("subset_per_class"))  # where a subset writes
+    p = params.profile_of({k: parameters.get(k) for k in ("subset_per_class", "profile_overrides")}
+                          | {"profile": profile})  # where a subset writes
     out_dir = artifacts.executed_notebooks(p).path
     out_dir.mkdir(parents=True, exist_ok=True)
     times, record = {}, artifacts.notebook_times(p).path
