@@ -43,6 +43,8 @@ def test_unknown_parameter_lists_valid_ones():
     (dict(weight_bits=(6,)), "'weight_bits' must include 8"),
     (dict(weight_bits=(1, 8)), "'weight_bits' must be increasing distinct numbers in \\[2, 8\\]"),
     (dict(weight_bits=(8, 6)), "'weight_bits' must be increasing"),
+    (dict(lowdata_fractions=(0.3,)), "'lowdata_fractions' needs at least two values"),
+    (dict(lowdata_sparsities=(0.5,)), "'lowdata_sparsities' needs at least two values"),
 ])
 def test_bad_values_are_named(override, message):
     with pytest.raises(ValueError, match=message):

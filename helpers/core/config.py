@@ -189,6 +189,10 @@ def validate(p: Profile) -> None:
             raise ValueError(f"profile parameter {name!r} must be >= 0, got {getattr(p, name)!r}")
     for name, rule in _TUPLES.items():
         _check_tuple(name, getattr(p, name), *rule)
+    for name in ("lowdata_fractions", "lowdata_sparsities"):
+        if len(getattr(p, name)) < 2:
+            raise ValueError(f"profile parameter {name!r} needs at least two values: notebook 05 scores each "
+                             f"curve by the area under it; got {getattr(p, name)!r}")
     if p.iterative_step > 1:
         raise ValueError(f"profile parameter 'iterative_step' must be <= 1, got {p.iterative_step}")
     if p.warmup >= 1:

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import copy
-import gc
 
 import numpy as np
 import torch
@@ -238,6 +237,14 @@ def allocation_counts(model: nn.Module, allocation: str, filter_scores: dict, ra
 
 
 # ----------------------------------------------------------------------------- structured
+def _release_trace(graph: tp.DependencyGraph) -> None:
+    """Drop the autograd trace the dependency graph keeps on its nodes. Its nodes refer to each
+    other, so the graph waits for the cycle collector, and the trace holds the unpruned weights
+    (0.4 GB for the paper profile's first classifier layer) until then."""
+    for node in graph.module2node.values():
+        node.grad_fn = None
+
+
 def prune_filters(model: nn.Module, filter_scores: dict, counts: dict[str, int],
                   input_size: int = 32) -> nn.Module:
     """A copy of ``model`` whose filter layers keep exactly ``counts[layer]`` filters, the
@@ -259,8 +266,7 @@ def prune_filters(model: nn.Module, filter_scores: dict, counts: dict[str, int],
         if drop:
             fn = tp.prune_conv_out_channels if isinstance(m, nn.Conv2d) else tp.prune_linear_out_channels
             graph.get_pruning_group(m, fn, idxs=drop).prune()
-    del graph
-    gc.collect()  # the dependency graph and the copy refer to each other: free now, not at the next collection
+    _release_trace(graph)
     got = {n: m.weight.shape[0] for n, m in layers.items()}
     wanted = {n: counts.get(n, m) for n, m in got.items()}
     if got != wanted:
