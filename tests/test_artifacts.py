@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from helpers.core import artifacts, checkpoint, config
 from helpers.methods import training
@@ -217,3 +218,23 @@ def test_helpers_import_graph_has_no_cycle():
             done.add(module)
     for module in graph:
         visit(module, [])
+
+
+def test_trim_gives_freed_heap_memory_back():
+    """After many mid-sized tensors are freed (below glibc's raised mmap threshold), trimming
+    returns their pages: the process's resident size falls back near where it was."""
+    from helpers.core import memory
+    if memory._libc() is None:
+        pytest.skip("needs glibc's malloc_trim")
+
+    def resident() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * 4096
+    torch.empty(16 << 20, dtype=torch.uint8)  # a large free raises glibc's mmap threshold to 16 MB
+    before = resident()
+    kept = [torch.ones(2 << 20, dtype=torch.uint8) for _ in range(200)]  # 400 MB in 2 MB tensors
+    keep_last = kept[-1]  # at the heap's top: a plain free would not shrink the heap below it
+    del kept
+    memory.trim()
+    assert resident() - before < 100 << 20, "the freed 400 MB stayed resident"
+    del keep_last

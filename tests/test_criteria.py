@@ -259,3 +259,19 @@ def test_bad_input_is_named():
     other = criteria.compute_scores(_vgg(0.125), ref, "weight")
     with pytest.raises(criteria.ScoreError, match="belong to another model"):
         criteria.check_scores(model, other)
+
+
+@pytest.mark.parametrize("seconds, budget, rounds", [
+    (1.0, 100.0, 5),   # fits: every timed round
+    (10.0, 30.0, 3),   # does not fit: never below MIN_ROUNDS
+    (1.0, 8.0, 4),     # partly: as many as fit (8 s at 2 s a round)
+])
+def test_score_benchmark_rounds_are_cut_to_the_time_budget(monkeypatch, seconds, budget, rounds):
+    """The warm-up round sizes the timed rounds, as for latency (the paper model's LRP on a few
+    hundred images takes seconds a call)."""
+    from helpers.methods import scores
+    calls = []
+    monkeypatch.setattr(scores, "compute_scores", lambda model, ref, n, **k: calls.append(n) or {"seconds": seconds})
+    table = scores.benchmark(None, [0] * 4, ("lrp", "gradient"), repeats=5, budget_s=budget)
+    assert calls == ["lrp", "gradient"] * (1 + rounds)
+    assert list(table["x_gradient"]) == [1.0, 1.0] and list(table["images"]) == [4, 4]

@@ -313,3 +313,24 @@ def test_the_study_and_its_confirmation_never_read_the_test_split_and_test_auc_r
     assert _Watched.reads == 2  # once per network: the study's two fractions, one seed
     with pytest.raises(lowdata.StudyError, match="confirms on 1 image"):
         lowdata.run(model, d, study, screen, [], p, None)
+
+
+def test_a_network_without_batchnorm_is_measured_once_for_both_rows(monkeypatch):
+    """torchvision VGG-16 has no BatchNorm: its "recalibrated" row is the same network, so it is
+    not measured twice (nor recalibrated); a BatchNorm network still is."""
+    from helpers.methods import pruning
+    p = config.get_profile("smoke")
+    ev, recal = _ref(1), [(torch.zeros(2, 3, 32, 32), None)]
+    plain = _vgg().eval()
+    for m in list(plain.modules()):
+        for child, sub in list(m.named_children()):
+            if isinstance(sub, torch.nn.BatchNorm2d):
+                setattr(m, child, torch.nn.Identity())
+    calls = []
+    monkeypatch.setattr(pruning, "recalibrate_batchnorm", lambda model, it, n: calls.append(n) or model)
+    rows = lowdata._accuracies("structured", 0.3, plain, ev, recal, p, confirm=ev)
+    assert calls == [] and [r["bn_recalibrated"] for r in rows] == [False, True]
+    assert rows[1]["val_acc"] == rows[0]["val_acc"] and rows[1]["confirm_hits"] == rows[0]["confirm_hits"]
+    assert rows[1]["confirm_s"] == 0.0  # its cost is charged once
+    lowdata._accuracies("structured", 0.3, _vgg().eval(), ev, recal, p)
+    assert calls == [1]

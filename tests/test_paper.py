@@ -32,7 +32,8 @@ TINY = {
         "lowdata_ref_sizes": [1], "lowdata_seeds": 1, "lowdata_fractions": [0.2, 0.4], "lowdata_sparsities": [0.3, 0.6],
         "lowdata_eval_per_class": 1, "lowdata_confirm_per_class": 0, "lowdata_recal_batches": 1,
         "seeds": 1, "finetune_epochs": 1.0, "finetune_lrs": [0.001], "finetune_kd_alphas": [0.9],
-        "headline_fractions": [0.3], "headline_sparsities": [0.5], "weight_bits": [8], "compile_quantized": False},
+        "headline_fractions": [0.3], "headline_sparsities": [0.5], "weight_bits": [8], "compile_quantized": False,
+        "latency_budget_s": 1.0},
 }
 """The fewest images, steps and points that still run every criterion on every route."""
 SUBSET = config.get_profile("paper", subset_per_class=TINY["subset_per_class"], **TINY["profile_overrides"])

@@ -287,10 +287,13 @@ def test_latency_rounds_are_cut_to_the_time_budget_never_below_three(monkeypatch
 def test_latency_pairs_time_all_models_in_the_same_interleaved_rounds(monkeypatch):
     calls = []
     monkeypatch.setattr(measure, "latency_side_by_side",
-                        lambda models, batch, size, repeats: calls.append((sorted(models), batch)) or
-                        {n: 0.001 * batch for n in models})
+                        lambda models, batch, size, repeats, budget_s: calls.append((sorted(models), batch, budget_s))
+                        or {n: 0.001 * batch for n in models})
     got = measure.latency_pairs({"a": None, "b": None})
-    assert calls == [(["a", "b"], 1), (["a", "b"], 256)]  # one call per batch size, every model in it
+    budget = measure.LATENCY_BUDGET_S
+    assert calls == [(["a", "b"], 1, budget), (["a", "b"], 256, budget)]  # one call per batch size, every model in it
+    measure.latency_pairs({"a": None}, budget_s=2.0)
+    assert [c[2] for c in calls[2:]] == [2.0, 2.0]  # a profile's latency_budget_s reaches both measurements
     assert got["a"] == {"latency_b1_ms": 1.0, "latency_b256_ms": 256.0} and set(got) == {"a", "b"}
 
 

@@ -4,7 +4,7 @@ import matplotlib
 import pandas as pd
 import pytest
 
-from helpers.core import config
+from helpers.core import checkpoint, config
 from helpers.reporting import plots
 from helpers.studies import results
 
@@ -124,3 +124,18 @@ def test_the_cpu_report_is_what_its_tables_generate_and_a_planted_number_is_caug
     m = number.search(text, verdict)
     path.write_text(text[:m.start()] + f"{float(m[0]) + 0.01:.2f}" + text[m.end():])
     assert results.stale_report(config.get_profile("cpu")) == ["verdict"]
+
+
+def test_a_profile_without_confirmation_reads_an_empty_confirmation_table(tmp_path, monkeypatch):
+    """A subset too small for 05's confirmation (``lowdata_confirm_per_class`` 0) writes no
+    ``lowdata_confirm`` table: 08 reads it as empty, its verdict table keeps the fine-tuned regimes
+    only; a profile that asked for the confirmation still gets the error naming notebook 05."""
+    monkeypatch.setattr(config, "FIGURES_ROOT", tmp_path)
+    none = config.get_profile("smoke", lowdata_confirm_per_class=0)
+    none.figures.mkdir(parents=True)
+    t = results.load_tables(none, ("lowdata_confirm",))
+    assert t["lowdata_confirm"].empty and "ref_per_class" in t["lowdata_confirm"]
+    from helpers.studies import verdict
+    assert verdict.without_fine_tuning(pd.DataFrame(), t["lowdata_confirm"]) == []
+    with pytest.raises(checkpoint.CheckpointError, match="lowdata_confirm.csv is missing: run notebook 05"):
+        results.load_tables(config.get_profile("smoke", lowdata_confirm_per_class=1), ("lowdata_confirm",))

@@ -1,4 +1,4 @@
-import pathlib
+import dataclasses
 
 import pytest
 import torch
@@ -59,7 +59,7 @@ def test_changed_settings_refuse_to_resume(quick, tmp_path):
         training.fit(model, d, other, tmp_path / "s.pt", spec)
 
 
-@pytest.mark.parametrize("dies_in", ["serializing", "writing"])
+@pytest.mark.parametrize("dies_in", ["writing", "renaming"])
 def test_interrupted_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch, dies_in):
     path = tmp_path / "ckpt.pt"
     checkpoint.save({"kind": "x", "value": torch.ones(3)}, path)
@@ -68,18 +68,26 @@ def test_interrupted_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch, d
         f.write(b"PK\x03\x04 half a file")
         raise KeyboardInterrupt
 
-    def write_bytes(self, data):
-        with open(self, "wb") as fh:
-            half_a_file(fh)
-    if dies_in == "serializing":  # torch.save(obj, buffer) into memory
-        monkeypatch.setattr(torch, "save", lambda obj, buffer: half_a_file(buffer))
-    else:  # Path.write_bytes(tmp, data) to disk
-        monkeypatch.setattr(pathlib.Path, "write_bytes", write_bytes)
+    if dies_in == "writing":  # torch.save(obj, f) into the temporary file
+        monkeypatch.setattr(torch, "save", lambda obj, f: half_a_file(f))
+    else:  # the whole temporary file written, the process killed before it replaces the old one
+        monkeypatch.setattr(checkpoint.os, "replace", lambda a, b: (_ for _ in ()).throw(KeyboardInterrupt))
     with pytest.raises(KeyboardInterrupt):
         checkpoint.save({"kind": "x", "value": torch.zeros(3)}, path)
     monkeypatch.undo()
     assert torch.equal(checkpoint.load(path)["value"], torch.ones(3))
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]  # no temporary left behind
+
+
+def test_the_same_checkpoint_gives_the_same_bytes_wherever_it_is_written(tmp_path):
+    """Streamed to its temporary file, a checkpoint has the bytes ``torch.save`` gives in
+    memory, whatever the file's name (the shipped baseline's sha256 depends on it)."""
+    import io
+    obj = {"kind": "x", "value": torch.arange(1000.0), "nested": {"n": 3}}
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    a, b = checkpoint.save(obj, tmp_path / "a.pt"), checkpoint.save(obj, tmp_path / "sub" / "b.pt")
+    assert a.read_bytes() == b.read_bytes() == buffer.getvalue()
 
 
 def test_truncated_checkpoint_names_the_file(tmp_path):
@@ -163,11 +171,12 @@ def test_divergence_guard_fires_on_a_planted_nan(quick, tmp_path):
     assert not (tmp_path / "s.pt").exists()  # nothing saved from a diverged run
 
 
-def test_divergence_guard_fires_on_a_learning_rate_of_ten(quick, tmp_path):
-    d, model, spec = _setup(quick)
-    wild = config.get_profile("smoke", epochs=2, synthetic_train_per_class=6, lr=10.0)
-    with pytest.raises(training.DivergenceError, match="lrp one-shot"):
-        training.fit(model, d, wild, tmp_path / "s.pt", spec, epochs=1, guard="lrp one-shot")
+def test_divergence_guard_fires_on_a_learning_rate_of_ten(trained_smoke, tmp_path):
+    """A trained network (far above chance) fine-tuned at a learning rate of ten collapses."""
+    p, d, model = trained_smoke
+    wild = dataclasses.replace(p, lr=10.0)
+    with pytest.raises(training.DivergenceError, match="lrp one-shot.*it began at"):
+        training.fit(model, d, wild, tmp_path / "s.pt", models.spec_for(p), epochs=1, guard="lrp one-shot")
 
 
 def test_divergence_guard_names_the_run_and_spares_healthy_runs():
@@ -175,6 +184,32 @@ def test_divergence_guard_names_the_run_and_spares_healthy_runs():
     training.check_diverged("x", 2, 2.3, val_acc=1.0)   # only the first epoch is judged
     with pytest.raises(training.DivergenceError, match="weight at 30 %: validation accuracy 1.50 %"):
         training.check_diverged("weight at 30 %", 1, 2.3, val_acc=1.5)
+
+
+def test_a_network_that_began_at_chance_did_not_collapse():
+    """The collapse check judges a fall into the chance band (2x chance), not a stay in it."""
+    training.check_diverged("x", 1, 4.6, val_acc=1.5, start_acc=1.0)   # began at chance: a result
+    training.check_diverged("x", 1, 4.6, val_acc=2.0, start_acc=2.0)   # the band's edge is in it
+    with pytest.raises(training.DivergenceError, match=r"1.50 % .* \(it began at 2.01 %\); the run collapsed"):
+        training.check_diverged("x", 1, 4.6, val_acc=1.5, start_acc=2.01)
+    with pytest.raises(training.DivergenceError, match="became nan"):  # a NaN loss diverged wherever it began
+        training.check_diverged("x", 1, float("nan"), val_acc=1.0, start_acc=1.0)
+
+
+@pytest.mark.collapse_guard
+def test_fit_measures_where_a_guarded_run_began(quick, tmp_path, monkeypatch):
+    """The start accuracy comes from the validation split before the first epoch, and only
+    when a guard is asked for (the baseline's own training is not judged)."""
+    d, model, spec = _setup(quick)
+    seen = []
+    original = training.check_diverged
+    monkeypatch.setattr(training, "check_diverged",
+                        lambda *a, **k: seen.append(k.get("start_acc")) or original(*a, **k))
+    expected = training.evaluate(model, d.val, quick.eval_batch_size, quick.input_size)["acc"]
+    training.fit(model, d, quick, tmp_path / "s.pt", spec, epochs=1, guard="lrp one-shot")
+    assert seen == [expected]
+    training.fit(model, d, quick, tmp_path / "t.pt", spec, epochs=1)
+    assert seen == [expected]
 
 
 def test_cosine_schedule_warms_up_linearly_then_decays():

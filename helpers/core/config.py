@@ -77,6 +77,7 @@ class Profile:
     report_margin: float = 0.01        # ... and each layer's sparsity minus this is its fraction of filters removed
     iterative_step: float = 0.05       # fraction of the original filters removed per iterative step
     ref_per_class: int = 10            # reference (training) images per class for data-driven scores
+    latency_budget_s: float = 30.0     # seconds each latency or score-timing measurement aims at (>= 3 timed rounds)
     compile_quantized: bool = True     # run quantized models through torch.compile (int8 kernels)
     compile_training: bool = False     # on CUDA, train through torch.compile(mode="reduce-overhead")
     full_width_benchmark: bool = True  # notebook 04 also times full-width VGG-16-BN (about 90 s)
@@ -126,7 +127,7 @@ _CHOICES = {
     "arch": ("vgg16_bn", "vgg16"),
     "schedule": ("onecycle", "cosine"),
 }
-_POSITIVE = ("headline_max_drop",
+_POSITIVE = ("headline_max_drop", "latency_budget_s",
              "width", "input_size", "epochs", "batch_size", "lr", "eval_batch_size", "kd_temperature",
              "finetune_epochs", "iterative_step", "seeds", "ref_per_class", "lowdata_seeds",
              "lowdata_eval_per_class", "lowdata_recal_batches")

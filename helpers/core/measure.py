@@ -10,7 +10,7 @@ from torch import nn
 from torch.fx.experimental.optimization import fuse
 from torch.utils.flop_counter import FlopCounterMode
 
-from .models import cpu_copy, cpu_state
+from .models import cpu_copy, cpu_state, has_batchnorm
 
 MB = 1e6          # decimal megabyte: sizes are reported in MB (10^6 bytes)
 MIB = 2 ** 20     # and in MiB (2^20 bytes) beside them
@@ -79,7 +79,7 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     before it (``torch.fx`` graph rewrite), as models are deployed. Same outputs in eval mode.
     A model without BatchNorm (torchvision VGG-16) is already in that form: ``model`` itself, in
     eval mode, rather than a copy of its weights."""
-    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+    if not has_batchnorm(model):
         return model.eval()
     return fuse(model.eval())
 
@@ -90,16 +90,19 @@ def latency(model: nn.Module, batch: int, input_size: int = 32, threads: int = 2
     return latency_side_by_side({"model": model}, batch, input_size, threads, repeats, warmup)["model"]
 
 
-def latency_pair(model: nn.Module, input_size: int = 32) -> dict:
+def latency_pair(model: nn.Module, input_size: int = 32, budget_s: float | None = None) -> dict:
     """Median CPU latency at batch 1 and batch 256, 2 threads, in milliseconds."""
-    return latency_pairs({"model": model}, input_size)["model"]
+    return latency_pairs({"model": model}, input_size, budget_s)["model"]
 
 
-def latency_pairs(models: dict[Hashable, nn.Module], input_size: int = 32) -> dict[Hashable, dict]:
-    """:func:`latency_pair` of each model, all measured side by side (:func:`latency_side_by_side`),
-    so that a slow stretch of a shared machine hits every model alike and their ratios hold."""
-    b1 = latency_side_by_side(models, 1, input_size, repeats=30)
-    b256 = latency_side_by_side(models, 256, input_size, repeats=5)
+def latency_pairs(models: dict[Hashable, nn.Module], input_size: int = 32,
+                  budget_s: float | None = None) -> dict[Hashable, dict]:
+    """:func:`latency_pair` of each model, all measured side by side (:func:`latency_side_by_side`,
+    each batch size within ``budget_s``; None: :data:`LATENCY_BUDGET_S`), so that a slow stretch of
+    a shared machine hits every model alike and their ratios hold."""
+    budget_s = LATENCY_BUDGET_S if budget_s is None else budget_s
+    b1 = latency_side_by_side(models, 1, input_size, repeats=30, budget_s=budget_s)
+    b256 = latency_side_by_side(models, 256, input_size, repeats=5, budget_s=budget_s)
     return {name: {"latency_b1_ms": 1e3 * b1[name], "latency_b256_ms": 1e3 * b256[name]} for name in models}
 
 
@@ -129,7 +132,7 @@ def latency_side_by_side(models: dict[Hashable, nn.Module], batch: int, input_si
             m.eval()  # not chained: exported graphs return None from eval()
         x = torch.randn(batch, 3, input_size, input_size)
         first = _round(models, x)
-        warmup, repeats = _rounds(sum(first.values()), warmup, repeats, budget_s)
+        warmup, repeats = rounds(sum(first.values()), warmup, repeats, budget_s)
         for _ in range(warmup):
             _round(models, x)
         times = {name: [] for name in models}
@@ -141,7 +144,7 @@ def latency_side_by_side(models: dict[Hashable, nn.Module], batch: int, input_si
     return {name: sorted(t)[len(t) // 2] for name, t in times.items()}
 
 
-def _rounds(round_s: float, warmup: int, repeats: int, budget_s: float) -> tuple[int, int]:
+def rounds(round_s: float, warmup: int, repeats: int, budget_s: float) -> tuple[int, int]:
     """Warm-up rounds still to run after the first (timed) one, and timed rounds."""
     if round_s * (warmup - 1 + repeats) <= budget_s:
         return max(warmup - 1, 0), repeats

@@ -235,6 +235,12 @@ def cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu() for k, v in model.state_dict().items()}
 
 
+def has_batchnorm(model: nn.Module) -> bool:
+    """Whether ``model`` holds a BatchNorm layer (VGG-16-BN does; torchvision VGG-16 does not, so
+    recalibrating or folding its BatchNorm changes nothing)."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
 def cpu_copy(model: nn.Module) -> nn.Module:
     """``model`` itself when it is on the CPU, else a CPU copy: for the stages that are CPU-only
     by nature (CPU latency, int8 quantization), without moving the caller's model."""

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from zennit.attribution import Gradient
 
-from ..core import progress
+from ..core import memory, progress
 from . import composites
 from .composites import EPSILON, CompositeError
 from ..core.data import MEAN, NUM_CLASSES, STD, Split, batches
@@ -299,6 +299,7 @@ def compute_scores(model: nn.Module, ref: Split, criterion: str = LRP, *,
     start = time.perf_counter()
     scores = _raw(model, ref, criterion, composite, weight_rule, seed, batch_size, size)
     seconds = time.perf_counter() - start
+    memory.trim()  # the pass freed gigabytes in mid-sized tensors (paper model): give them back, untimed
     scores = _finish(scores, absolute, normalize)
     return {"kind": "scores", "criterion": criterion,
             "composite": composite if criterion == LRP else "",
@@ -322,6 +323,7 @@ def nested_scores(model: nn.Module, chunks: list[Split], criterion: str, *, comp
         start = time.perf_counter()
         raw = _raw(model, chunk, criterion, composite, weight_rule, seed, batch_size, size)
         seconds += time.perf_counter() - start
+        memory.trim()
         total = raw if total is None else {k: {n: total[k][n] + raw[k][n] for n in raw[k]} for k in raw}
         if criterion == GRADIENT:
             total["filter"] = {n: total["weight"][n].flatten(1).norm(dim=1) for n in filter_layers(model)}

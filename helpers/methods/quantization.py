@@ -368,7 +368,7 @@ def measure_variants(nets: dict[str, nn.Module], files: dict[str, int], split, p
     same_split = kernels is not None and kernels.attrs.get("split") == split_digest(split)
     known = kernels.attrs.get("logits", {}) if same_split else {}
     rows = [measure_variant(n, m, split, p, reference, files[n], known.get(n)) for n, m in nets.items()]
-    latency = measure.latency_pairs(nets, p.input_size)
+    latency = measure.latency_pairs(nets, p.input_size, p.latency_budget_s)
     table = pd.DataFrame([{**row, **latency[row["variant"]]} for row in rows])
     return table if kernels is None else table.merge(kernels, on="variant", how="left")
 

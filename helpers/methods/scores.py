@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 from torch import nn
 
-from ..core import checkpoint
+from ..core import checkpoint, measure
 from .criteria import ScoreError, check_scores, compute_scores
 from ..core.vocabulary import GRADIENT, LRP
 
@@ -108,11 +108,14 @@ def timing_table(all_scores: dict[str, dict], reference: str = GRADIENT) -> pd.D
                           f"x_{reference}": round(s["seconds"] / ref, 3)} for n, s in all_scores.items()])
 
 
-def benchmark(model: nn.Module, ref, names=(LRP, GRADIENT), repeats: int = 3, **kwargs) -> pd.DataFrame:
+def benchmark(model: nn.Module, ref, names=(LRP, GRADIENT), repeats: int = 3,
+              budget_s: float = measure.LATENCY_BUDGET_S, **kwargs) -> pd.DataFrame:
     """Median seconds of each criterion on the same reference images, run in alternation after
-    one warm-up call each (so neither pays for first-call set-up), and the ratio to the last."""
-    for n in names:
-        compute_scores(model, ref, n, **kwargs)
+    one warm-up call each (so neither pays for first-call set-up), and the ratio to the last.
+    The warm-up round, timed, sizes the rest: the timed rounds are cut to what fits in
+    ``budget_s``, never below :data:`helpers.core.measure.MIN_ROUNDS` (as latency is)."""
+    first = sum(compute_scores(model, ref, n, **kwargs)["seconds"] for n in names)
+    _, repeats = measure.rounds(first, 1, repeats, budget_s)
     times = {n: [] for n in names}
     for _ in range(repeats):
         for n in names:

@@ -19,20 +19,25 @@ from ..core.models import ModelError, autocast, channels_last, cpu_state, device
 
 
 class DivergenceError(RuntimeError):
-    """A training run whose loss became NaN or infinite, or whose validation accuracy is still
-    at chance after its first epoch: it is stopped and never reported as a result."""
+    """A training run whose loss became NaN or infinite, or that fell to chance in its first
+    epoch from above it: it is stopped and never reported as a result."""
 
 
 def check_diverged(name: str, epoch: int, loss: float, val_acc: float | None = None,
-                   chance: float = 1.0, factor: float = 2.0) -> None:
+                   chance: float = 1.0, factor: float = 2.0, start_acc: float | None = None) -> None:
     """Raise :class:`DivergenceError` naming run ``name`` if ``loss`` is not finite, or if after
-    the first epoch the validation accuracy (%) is at most ``factor`` times ``chance`` (%)."""
+    the first epoch the validation accuracy (%) is at most ``factor`` times ``chance`` (%) while
+    the network started above that band (``start_acc``, its validation accuracy before the first
+    epoch; ``None``: unknown, taken as above). A network that was already at chance, such as one
+    pruned past recovery or trained from random weights, did not collapse: its run is a result."""
     if not torch.isfinite(torch.tensor(loss)):
         raise DivergenceError(f"{name}: the training loss became {loss} in epoch {epoch}; the run "
                               "diverged (lower the learning rate) and is not reported")
-    if epoch == 1 and val_acc is not None and val_acc <= factor * chance:
+    band = factor * chance
+    if epoch == 1 and val_acc is not None and val_acc <= band and (start_acc is None or start_acc > band):
+        began = "" if start_acc is None else f" (it began at {start_acc:.2f} %)"
         raise DivergenceError(f"{name}: validation accuracy {val_acc:.2f} % after the first epoch is at "
-                              f"chance ({chance:.2f} %); the run collapsed (lower the learning rate, or "
+                              f"chance ({chance:.2f} %){began}; the run collapsed (lower the learning rate, or "
                               "check the pruned network) and is not reported")
 
 
@@ -196,8 +201,9 @@ def fit(model: nn.Module, data: Data, p: config.Profile, state_path: Path, spec:
 
     ``teacher`` (the unpruned baseline, on the model's device) adds knowledge distillation with
     the profile's ``kd_alpha`` and ``kd_temperature``. ``guard`` names the run for
-    :func:`check_diverged` after every epoch (fine-tuning: a run still at chance after its first
-    epoch stops with :class:`DivergenceError` before anything is saved).
+    :func:`check_diverged` after every epoch (fine-tuning: a run that fell to chance in its first
+    epoch, from the validation accuracy measured before it, stops with :class:`DivergenceError`
+    before anything is saved).
     """
     spe = steps_per_epoch(len(data.train), p.batch_size)
     total = (p.epochs if epochs is None else epochs) * spe if max_steps is None else max_steps
@@ -213,6 +219,7 @@ def fit(model: nn.Module, data: Data, p: config.Profile, state_path: Path, spec:
         teacher.eval()
     state = _resume(state_path, run, model, opt, sched)
     history, best = state["history"], state["best"]
+    start_acc = evaluate(model, data.val, p.eval_batch_size, p.input_size)["acc"] if guard and not history else None
     # channels-last convolutions (about 1.2x faster); not under DistributedDataParallel, whose
     # gradient buckets are laid out for the parameters' layout at construction
     with channels_last(*((model, teacher) if replica is None else ())):
@@ -228,13 +235,13 @@ def fit(model: nn.Module, data: Data, p: config.Profile, state_path: Path, spec:
             val = evaluate(model, data.val, p.eval_batch_size, p.input_size)
             row.update(val_loss=val["loss"], val_acc=val["acc"], lr=sched.get_last_lr()[0])
             if guard:
-                check_diverged(guard, row["epoch"], row["train_loss"], row["val_acc"])
+                check_diverged(guard, row["epoch"], row["train_loss"], row["val_acc"], start_acc=start_acc)
             history.append(row)
             progress.line(f"{Path(state_path).parent.name}: epoch {row['epoch']}/{n_epochs}, "
                           f"validation {row['val_acc']:.1f} %")
             if best is None or row["val_acc"] > best["val_acc"]:
                 best = {"epoch": row["epoch"], "val_acc": row["val_acc"],
-                        "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+                        "model": _best_weights(model, last=epoch + 1 == n_epochs)}
             if ctx.main:
                 checkpoint.save({"kind": "train_state", "run": run, "history": history, "best": best,
                                  "model": model.state_dict(), "optimizer": opt.state_dict(),
@@ -243,6 +250,13 @@ def fit(model: nn.Module, data: Data, p: config.Profile, state_path: Path, spec:
     if best is not None and len(history) == n_epochs:
         model.load_state_dict(best["model"])
     return pd.DataFrame(history)
+
+
+def _best_weights(model: nn.Module, last: bool) -> dict:
+    """The weights to keep as the best so far, on the CPU: a copy, since training goes on, except
+    after the last epoch, where the model's own tensors are the best weights (no second copy of
+    a 0.54 GB model; ``torch.save`` writes shared tensors once)."""
+    return {k: v.detach().cpu() if last else v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
 def compiled_for_training(model: nn.Module, p: config.Profile) -> nn.Module:

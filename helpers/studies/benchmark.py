@@ -58,10 +58,11 @@ FORMS = {"eager": lambda m: m, "BatchNorm folded": measure.fold_batchnorm}
 
 
 def speed_benchmark(model: nn.Module, pruned: dict[str, nn.Module], input_size: int,
-                    label: str = "baseline") -> pd.DataFrame:
+                    label: str = "baseline", budget_s: float = measure.LATENCY_BUDGET_S) -> pd.DataFrame:
     """Latency of each pruned model against the baseline, all measured side by side
     (interleaved rounds, 2 threads), in each of ``FORMS`` (as trained, and with BatchNorm
-    folded into the convolutions), with the FLOPs ratio the speed-up should follow."""
+    folded into the convolutions), with the FLOPs ratio the speed-up should follow; each batch
+    size within ``budget_s`` (:func:`helpers.core.measure.latency_side_by_side`)."""
     base_flops = measure.flops(model, input_size)
     cost = {name: {"filters_removed": pruning.filters_removed(model, pruning.kept_filters(m)),
                    "flops_ratio": base_flops / measure.flops(m, input_size)} for name, m in pruned.items()}
@@ -69,7 +70,7 @@ def speed_benchmark(model: nn.Module, pruned: dict[str, nn.Module], input_size: 
     timed = {(form, name): to_form(m) for form, to_form in FORMS.items() for name, m in nets.items()}
     rows = []
     for batch, repeats in ((1, 100), (256, 7)):
-        t = measure.latency_side_by_side(timed, batch, input_size, repeats=repeats)
+        t = measure.latency_side_by_side(timed, batch, input_size, repeats=repeats, budget_s=budget_s)
         for form in FORMS:
             for name in pruned:
                 speedup = t[(form, "baseline")] / t[(form, name)]

@@ -32,6 +32,7 @@ from ..methods import composites, pruning
 from ..reporting import tables
 from ..methods.criteria import compute_scores, nested_scores
 from ..core.data import Data, Split, batches, class_balanced_sample, stratified_split
+from ..core.models import has_batchnorm
 from ..methods.scores import fingerprint
 from ..methods.training import evaluate, hits
 from ..core.vocabulary import EPSILON_PLUS_FLAT, GLOBAL, GRADIENT, LRP, RANDOM, TAYLOR, WEIGHT
@@ -160,9 +161,11 @@ def _accuracies(kind: str, fraction: float, pruned: nn.Module, ev: Split, recal:
         return row
 
     rows = [measure(False)]
-    if recal:
+    if recal and has_batchnorm(pruned):
         pruning.recalibrate_batchnorm(pruned, iter(recal), len(recal))
         rows.append(measure(True))
+    elif recal:  # no BatchNorm (torchvision VGG-16): recalibration changes nothing, nor do the numbers
+        rows.append({**rows[0], "bn_recalibrated": True, **({"confirm_s": 0.0} if confirm is not None else {})})
     return rows
 
 
@@ -223,23 +226,25 @@ def duplicates(names) -> dict[str, str]:
     return out
 
 
-def seed_scores(model, d: Data, study: Study, p, seed: int) -> list[tuple[int, dict]]:
-    """(reference size, scores) of every score set of one seed: data-driven criteria on every
-    reference size (one pass over the largest set each, :func:`criteria.nested_scores`), the
-    random control once per seed and the data-free weight criterion for the first seed only.
-    A composite with the same scores as an earlier one (:func:`duplicates`) is not scored."""
+def seed_scores(model, d: Data, study: Study, p, seed: int):
+    """(reference size, scores) of every score set of one seed, one criterion at a time (a
+    generator: the sets of one criterion are in memory, never all of them; a score set of the
+    paper model holds 0.54 GB): data-driven criteria on every reference size (one pass over the
+    largest set each, :func:`criteria.nested_scores`), the random control once per seed and the
+    data-free weight criterion for the first seed only. A composite with the same scores as an
+    earlier one (:func:`duplicates`) is not scored."""
     chunks = reference_chunks(d, study.ref_sizes, seed, p.held_out_per_class)
-    out, skip = [], duplicates(list(study.composites))
+    skip = duplicates(list(study.composites))
     data_driven = [(LRP, c) for c in study.composites if c not in skip] + \
         [(o, "") for o in study.others if o not in REF_FREE]
     for criterion, composite in data_driven:
         nested = nested_scores(model, chunks, criterion, composite=composite or EPSILON_PLUS_FLAT,
                                seed=seed, size=p.input_size)
-        out += list(zip(study.ref_sizes, nested))
+        while nested:  # handed on one by one, so that each set can be freed once used
+            yield study.ref_sizes[len(study.ref_sizes) - len(nested)], nested.pop(0)
     for o in study.others:
         if o in REF_FREE and (o not in SEED_FREE or seed == study.seeds[0]):
-            out.append((study.ref_sizes[0], compute_scores(model, chunks[0], o, seed=seed, size=p.input_size)))
-    return out
+            yield study.ref_sizes[0], compute_scores(model, chunks[0], o, seed=seed, size=p.input_size)
 
 
 def run_block(model, d: Data, study: Study, ev: Split, recal: list, p, seed: int,
@@ -251,6 +256,7 @@ def run_block(model, d: Data, study: Study, ev: Split, recal: list, p, seed: int
         for r in curves(model, s, ev, recal, p, study.fractions, study.sparsities, confirm):
             rows.append({"criterion": s["criterion"], "composite": s["composite"], "ref_per_class": ref_size,
                          "seed": seed, "score_seconds": s["seconds"], **r})
+        del s  # freed before the next set is scored
     block = pd.DataFrame(rows)
     twins = [block[(block["criterion"] == LRP) & (block["composite"] == b)].assign(composite=c)
              for c, b in duplicates(list(study.composites)).items()]
@@ -529,11 +535,13 @@ def search_sentence(summary: pd.DataFrame, search_table: pd.DataFrame, p: config
 
 def relevance_timing(model: nn.Module, ref: Split, composite_names, p: config.Profile) -> pd.DataFrame:
     """Seconds for each composite's LRP scores against the gradient criterion's on the same
-    images, measured side by side (``scores.benchmark``: five alternating runs, medians)."""
+    images, measured side by side (``scores.benchmark``: up to five alternating runs within the
+    profile's ``latency_budget_s``, medians)."""
     from ..methods.scores import benchmark
     rows = []
     for c in composite_names:
-        b = benchmark(model, ref, (LRP, GRADIENT), repeats=5, composite=c, size=p.input_size).set_index("criterion")
+        b = benchmark(model, ref, (LRP, GRADIENT), repeats=5, composite=c, size=p.input_size,
+                      budget_s=p.latency_budget_s).set_index("criterion")
         rows.append({"composite": c, "images": len(ref), "lrp_s": b.loc[LRP, "median_seconds"],
                      "gradient_s": b.loc[GRADIENT, "median_seconds"], "x_gradient": b.loc[LRP, "x_gradient"]})
     return pd.DataFrame(rows)

@@ -36,14 +36,24 @@ QUANTIZED_FROM = ("finetune_recipe", "headline", "headline_per_seed")
 """The tables :func:`best_network` reads (notebook 07 reads them before it writes its own)."""
 
 
+NOT_ASKED = {"lowdata_confirm": (lambda p: p.lowdata_confirm_per_class == 0,
+                                 ("kind", "bn_recalibrated", "ref_per_class", "lrp", "other", "diff_mean",
+                                  "diff_low", "diff_high", "p_holm", "verdict"))}
+"""Tables a profile may ask not to make (05's confirmation, ``lowdata_confirm_per_class`` 0, as on
+a subset too small to hold one): where it did, an empty table with these columns stands in."""
+
+
 def load_tables(p: config.Profile, names: tuple[str, ...] = tuple(TABLES)) -> dict[str, pd.DataFrame]:
     """The saved tables ``names`` (default: every one of notebooks 01-07); a missing one names
-    the notebook to run."""
+    the notebook to run, unless the profile asked for none (:data:`NOT_ASKED`)."""
     tables = {}
     for name, nb in {n: TABLES[n] for n in names}.items():
         try:
             tables[name] = report.read_table(p.figures, name)
         except checkpoint.CheckpointError:
+            if name in NOT_ASKED and NOT_ASKED[name][0](p):
+                tables[name] = pd.DataFrame(columns=list(NOT_ASKED[name][1]))
+                continue
             raise checkpoint.CheckpointError(f"{p.figures / (name + '.csv')} is missing: run notebook {nb} "
                                              f"of the {p.name} profile first") from None
     return tables
@@ -61,7 +71,7 @@ def latencies(p: config.Profile, runs: pd.DataFrame, head_runs: pd.DataFrame | N
             .itertuples():
         nets[(r.route, r.criterion)] = _network(p, r.route, r.run)
     return pd.DataFrame([{"route": route, "criterion": c, **t}
-                         for (route, c), t in measure.latency_pairs(nets, p.input_size).items()])
+                         for (route, c), t in measure.latency_pairs(nets, p.input_size, p.latency_budget_s).items()])
 
 
 def _network(p: config.Profile, route: str, run: str) -> torch.nn.Module:

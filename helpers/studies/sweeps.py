@@ -10,6 +10,7 @@ from ..core import artifacts, config, measure, models, progress
 from ..core.vocabulary import GLOBAL
 from ..methods import pruning
 from ..core.data import Data, batches
+from ..core.models import has_batchnorm
 from ..methods.training import evaluate, save_model
 
 
@@ -60,13 +61,15 @@ def structured_point(model: nn.Module, pruned: nn.Module, d: Data, p: config.Pro
                      latency: bool = False) -> dict:
     """Accuracy without fine-tuning (plain and BatchNorm-recalibrated) and cost of ``pruned``."""
     plain = evaluate(pruned, d.val, p.eval_batch_size, p.input_size)
-    recal = evaluate(recalibrated(pruned, d, p), d.val, p.eval_batch_size, p.input_size)
+    # without BatchNorm (torchvision VGG-16) recalibration changes nothing: the same network, measured once
+    recal = evaluate(recalibrated(pruned, d, p), d.val, p.eval_batch_size, p.input_size) if has_batchnorm(pruned) \
+        else plain
     row = {"filters_removed": pruning.filters_removed(model, pruning.kept_filters(pruned)),
            "val_acc": plain["acc"], "val_loss": plain["loss"],
            "val_acc_bn_recal": recal["acc"], "val_loss_bn_recal": recal["loss"],
            **measure.cost(pruned, p.input_size)}
     if latency:
-        row.update(measure.latency_pair(pruned, p.input_size))
+        row.update(measure.latency_pair(pruned, p.input_size, p.latency_budget_s))
     return row
 
 
