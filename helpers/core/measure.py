@@ -10,6 +10,7 @@ from torch import nn
 from torch.fx.experimental.optimization import fuse
 from torch.utils.flop_counter import FlopCounterMode
 
+from . import config
 from .models import cpu_copy, cpu_state, has_batchnorm
 
 MB = 1e6          # decimal megabyte: sizes are reported in MB (10^6 bytes)
@@ -106,11 +107,11 @@ def latency_pairs(models: dict[Hashable, nn.Module], input_size: int = 32,
     return {name: {"latency_b1_ms": 1e3 * b1[name], "latency_b256_ms": 1e3 * b256[name]} for name in models}
 
 
-LATENCY_BUDGET_S = 30.0
-"""Seconds one side-by-side measurement aims at. Where the warm-up and timed rounds would not fit
-(torchvision VGG-16 at 64x64 takes seconds per batch of 256), the first round, timed, is the only
-warm-up and the timed rounds are cut to what fits, never below :data:`MIN_ROUNDS`. Small models
-keep every round."""
+LATENCY_BUDGET_S = config.Profile.latency_budget_s
+"""Seconds one side-by-side measurement aims at (the profiles' ``latency_budget_s``). Where the
+warm-up and timed rounds would not fit (torchvision VGG-16 at 64x64 takes seconds per batch of
+256), the first round, timed, is the only warm-up and the timed rounds are cut to what fits, never
+below :data:`MIN_ROUNDS`. Small models keep every round."""
 MIN_ROUNDS = 3
 
 
