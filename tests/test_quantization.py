@@ -191,7 +191,8 @@ def test_measure_variants_reuses_the_kernel_checks_logits_on_the_same_split(trai
         def forward(self, x):
             raise AssertionError("evaluated twice")
 
-    monkeypatch.setattr(measure, "latency_pairs", lambda nets, size, budget_s: {n: {"latency_b1_ms": 1.0} for n in nets})
+    monkeypatch.setattr(measure, "latency_pairs",
+                        lambda nets, size, budget_s: {n: {"latency_b1_ms": 1.0} for n in nets})
     reference = quantization.logits(model, d.test, p)
     table = quantization.measure_variants({"int8 static": Unrun()}, {"int8 static": 1000}, d.test, p, reference,
                                           kernels)
