@@ -85,34 +85,35 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     return fuse(model.eval())
 
 
-def latency(model: nn.Module, batch: int, input_size: int = 32, threads: int = 2,
-            repeats: int = 10, warmup: int = 2) -> float:
-    """Median CPU wall time (seconds) of one forward pass on ``batch`` images."""
-    return latency_side_by_side({"model": model}, batch, input_size, threads, repeats, warmup)["model"]
-
-
-def latency_pair(model: nn.Module, input_size: int = 32, budget_s: float | None = None) -> dict:
-    """Median CPU latency at batch 1 and batch 256, 2 threads, in milliseconds."""
-    return latency_pairs({"model": model}, input_size, budget_s)["model"]
-
-
-def latency_pairs(models: dict[Hashable, nn.Module], input_size: int = 32,
-                  budget_s: float | None = None) -> dict[Hashable, dict]:
-    """:func:`latency_pair` of each model, all measured side by side (:func:`latency_side_by_side`,
-    each batch size within ``budget_s``; None: :data:`LATENCY_BUDGET_S`), so that a slow stretch of
-    a shared machine hits every model alike and their ratios hold."""
-    budget_s = LATENCY_BUDGET_S if budget_s is None else budget_s
-    b1 = latency_side_by_side(models, 1, input_size, repeats=30, budget_s=budget_s)
-    b256 = latency_side_by_side(models, 256, input_size, repeats=5, budget_s=budget_s)
-    return {name: {"latency_b1_ms": 1e3 * b1[name], "latency_b256_ms": 1e3 * b256[name]} for name in models}
-
-
 LATENCY_BUDGET_S = config.Profile.latency_budget_s
 """Seconds one side-by-side measurement aims at (the profiles' ``latency_budget_s``). Where the
 warm-up and timed rounds would not fit (torchvision VGG-16 at 64x64 takes seconds per batch of
 256), the first round, timed, is the only warm-up and the timed rounds are cut to what fits, never
 below :data:`MIN_ROUNDS`. Small models keep every round."""
 MIN_ROUNDS = 3
+
+
+def latency(model: nn.Module, batch: int, input_size: int = 32, threads: int = 2,
+            repeats: int = 10, warmup: int = 2) -> float:
+    """Median CPU wall time (seconds) of one forward pass on ``batch`` images."""
+    return latency_side_by_side({"model": model}, batch, input_size, threads, repeats, warmup)["model"]
+
+
+def latency_pair(model: nn.Module, input_size: int = 32, budget_s: float = LATENCY_BUDGET_S) -> dict:
+    """Median CPU latency at batch 1 and batch 256, 2 threads, in milliseconds."""
+    return latency_pairs({"model": model}, input_size, budget_s)["model"]
+
+
+def latency_pairs(models: dict[Hashable, nn.Module], input_size: int = 32,
+                  budget_s: float = LATENCY_BUDGET_S) -> dict[Hashable, dict]:
+    """:func:`latency_pair` of each model, all measured side by side (:func:`latency_side_by_side`,
+    each batch size within ``budget_s``), so that a slow stretch of a shared machine hits every
+    model alike and their ratios hold."""
+    b1 = latency_side_by_side(models, 1, input_size, repeats=30, budget_s=budget_s)
+    b256 = latency_side_by_side(models, 256, input_size, repeats=5, budget_s=budget_s)
+    return {name: {"latency_b1_ms": 1e3 * b1[name], "latency_b256_ms": 1e3 * b256[name]} for name in models}
+
+
 
 
 @torch.no_grad()

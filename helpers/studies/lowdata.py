@@ -240,8 +240,8 @@ def seed_scores(model, d: Data, study: Study, p, seed: int):
     for criterion, composite in data_driven:
         nested = nested_scores(model, chunks, criterion, composite=composite or EPSILON_PLUS_FLAT,
                                seed=seed, size=p.input_size)
-        while nested:  # handed on one by one, so that each set can be freed once used
-            yield study.ref_sizes[len(study.ref_sizes) - len(nested)], nested.pop(0)
+        for size in study.ref_sizes:  # handed on one by one, so that each set can be freed once used
+            yield size, nested.pop(0)
     for o in study.others:
         if o in REF_FREE and (o not in SEED_FREE or seed == study.seeds[0]):
             yield study.ref_sizes[0], compute_scores(model, chunks[0], o, seed=seed, size=p.input_size)

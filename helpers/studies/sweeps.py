@@ -60,10 +60,9 @@ def recalibrated(model: nn.Module, d: Data, p: config.Profile, n_batches: int = 
 def structured_point(model: nn.Module, pruned: nn.Module, d: Data, p: config.Profile,
                      latency: bool = False) -> dict:
     """Accuracy without fine-tuning (plain and BatchNorm-recalibrated) and cost of ``pruned``."""
-    plain = evaluate(pruned, d.val, p.eval_batch_size, p.input_size)
-    # without BatchNorm (torchvision VGG-16) recalibration changes nothing: the same network, measured once
-    recal = evaluate(recalibrated(pruned, d, p), d.val, p.eval_batch_size, p.input_size) if has_batchnorm(pruned) \
-        else plain
+    plain = recal = evaluate(pruned, d.val, p.eval_batch_size, p.input_size)
+    if has_batchnorm(pruned):  # without BatchNorm (torchvision VGG-16) recalibration changes nothing
+        recal = evaluate(recalibrated(pruned, d, p), d.val, p.eval_batch_size, p.input_size)
     row = {"filters_removed": pruning.filters_removed(model, pruning.kept_filters(pruned)),
            "val_acc": plain["acc"], "val_loss": plain["loss"],
            "val_acc_bn_recal": recal["acc"], "val_loss_bn_recal": recal["loss"],
